@@ -1,0 +1,75 @@
+"""Ports: the small Protocols the engine talks to. Adapters implement them.
+
+Each docstring lists the methods an implementation must provide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol, runtime_checkable
+
+from engine.events import Bar, CompositeSignal, DeadLetter, Event, Features, NewsItem
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Time source. Required: ``now_ms``. Engine code never reads the wall clock directly."""
+
+    def now_ms(self) -> int: ...
+
+
+class TickSource(Protocol):
+    """Market events (trades, bars, tickers, book tops). Required: ``events``, ``close``."""
+
+    def events(self) -> AsyncIterator[Event]: ...
+
+    async def close(self) -> None: ...
+
+
+class NewsSource(Protocol):
+    """News items. Required: ``events``, ``close``."""
+
+    def events(self) -> AsyncIterator[NewsItem]: ...
+
+    async def close(self) -> None: ...
+
+
+class FeatureStore(Protocol):
+    """Latest features and a bounded window of recent bars per symbol.
+
+    Required: ``save`` (features plus the bar they came from), ``latest``, ``recent_bars``.
+    """
+
+    async def save(self, bar: Bar, features: Features) -> None: ...
+
+    async def latest(self, symbol: str) -> Features | None: ...
+
+    async def recent_bars(self, symbol: str, limit: int) -> list[Bar]: ...
+
+
+class SignalSink(Protocol):
+    """Where composite signals go. Required: ``publish``, ``flush``."""
+
+    async def publish(self, signal: CompositeSignal) -> None: ...
+
+    async def flush(self) -> None: ...
+
+
+class DeadLetterSink(Protocol):
+    """Where bad records go, with their reason. Required: ``publish``; ``count`` reports the total."""
+
+    async def publish(self, record: DeadLetter) -> None: ...
+
+    @property
+    def count(self) -> int: ...
+
+
+class SentimentModel(Protocol):
+    """Text classifier. Required: ``predict_proba``.
+
+    ``predict_proba`` takes a batch of texts and returns, for each, the probabilities of
+    (bearish, neutral, bullish), in that order. It is synchronous and may be slow; the engine's
+    micro-batcher calls it off the event loop.
+    """
+
+    def predict_proba(self, texts: Sequence[str]) -> list[tuple[float, float, float]]: ...

@@ -1,0 +1,8 @@
+"""sigstream's composition root: settings, the CLI and the wiring of engine/ to adapters/."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("sigstream")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
