@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from engine.events import Bar, CompositeSignal, DeadLetter, Event, Features, NewsItem
+from engine.events import Bar, CompositeSignal, DeadLetter, Event, Features, NewsItem, SentimentScore
 
 
 @runtime_checkable
@@ -45,6 +45,18 @@ class FeatureStore(Protocol):
     async def latest(self, symbol: str) -> Features | None: ...
 
     async def recent_bars(self, symbol: str, limit: int) -> list[Bar]: ...
+
+
+class FeatureSink(Protocol):
+    """Where per-bar features go (files, topics). Required: ``publish``."""
+
+    async def publish(self, features: Features) -> None: ...
+
+
+class SentimentSink(Protocol):
+    """Where per-news sentiment scores go. Required: ``publish``."""
+
+    async def publish(self, score: SentimentScore) -> None: ...
 
 
 class SignalSink(Protocol):

@@ -1,0 +1,121 @@
+"""JSONL sinks for features, signals, sentiment and dead letters, and the recording writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from adapters.files.client import open_binary_writer
+from adapters.files.parsing import news_record
+from engine.events import CompositeSignal, DeadLetter, Features, NewsItem, SentimentScore
+from engine.serialization import dumps_line, features_record, signal_record
+
+
+class _JsonlWriter:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: IO[bytes] = open_binary_writer(path)
+        self.count = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._handle.write(dumps_line(record))
+        self.count += 1
+
+    async def flush(self) -> None:
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> _JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class JsonlFeatureSink(_JsonlWriter):
+    """``--features-out``: one line per closed bar."""
+
+    async def publish(self, features: Features) -> None:
+        self.write(features_record(features))
+
+
+class JsonlSignalSink(_JsonlWriter):
+    """``--signals-out``: one line per composite signal."""
+
+    async def publish(self, signal: CompositeSignal) -> None:
+        self.write(signal_record(signal))
+
+
+class JsonlSentimentSink(_JsonlWriter):
+    """Per-news sentiment scores."""
+
+    async def publish(self, score: SentimentScore) -> None:
+        self.write({
+            "news_id": score.news_id, "symbols": list(score.symbols), "ts_event": score.ts_event,
+            "ts_init": score.ts_init, "label": score.label, "confidence": score.confidence,
+            "bearish": score.bearish, "neutral": score.neutral, "bullish": score.bullish,
+        })
+
+
+class DeadLetterFile:
+    """Dead letters as JSONL ``{"reason","source","line","raw","ts_init"}``; the file is only
+    created when the first dead letter arrives, and every one is counted."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._writer: _JsonlWriter | None = None
+        self._count = 0
+        self.reasons: dict[str, int] = {}
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    async def publish(self, record: DeadLetter) -> None:
+        self._count += 1
+        key = record.reason.split(":")[0]
+        self.reasons[key] = self.reasons.get(key, 0) + 1
+        if self.path is None:
+            return
+        if self._writer is None:
+            self._writer = _JsonlWriter(self.path)
+        self._writer.write({"reason": record.reason, "source": record.source, "line": record.line,
+                            "raw": record.raw, "ts_init": record.ts_init})
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+class RecordingWriter:
+    """Writes a recording (see :mod:`adapters.files.parsing`); ``.gz`` names are compressed."""
+
+    def __init__(self, path: Path) -> None:
+        self._writer = _JsonlWriter(path)
+
+    def write_frame(self, frame: dict[str, Any], ts_init: int) -> None:
+        self._writer.write({"ts_init": ts_init, "source": "bybit", "data": frame})
+
+    def write_news(self, item: NewsItem) -> None:
+        self._writer.write({"ts_init": item.ts_init, "source": "news", "data": news_record(item)})
+
+    def write_raw_line(self, line: bytes) -> None:
+        """For tests that need a corrupted line in an otherwise valid recording."""
+        self._writer._handle.write(line.rstrip(b"\n") + b"\n")
+
+    @property
+    def count(self) -> int:
+        return self._writer.count
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> RecordingWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

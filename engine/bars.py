@@ -1,0 +1,73 @@
+"""Build closed OHLCV bars from trades, per symbol, on event time."""
+
+from __future__ import annotations
+
+from engine.errors import InvalidInput
+from engine.events import Bar, Interval, Trade
+
+
+class BarBuilder:
+    """Aggregates one symbol's trades into bars of one interval.
+
+    A bar closes when the first trade of a later interval arrives (or on :meth:`flush`). Intervals
+    without trades produce no bar. A trade older than the open bar cannot be placed and is
+    rejected with :class:`InvalidInput`, so the caller dead-letters it instead of losing it.
+    """
+
+    __slots__ = ("_bucket", "_close", "_high", "_interval_ms", "_low", "_open", "_volume", "interval", "symbol")
+
+    def __init__(self, symbol: str, interval: Interval) -> None:
+        self.symbol = symbol
+        self.interval = interval
+        self._interval_ms = interval.ms
+        self._bucket = -1
+        self._open = self._high = self._low = self._close = self._volume = 0.0
+
+    def on_trade(self, trade: Trade) -> Bar | None:
+        """Fold a trade in; returns the bar it closed, if any."""
+        bucket = trade.ts_event // self._interval_ms
+        price = trade.price
+        if bucket == self._bucket:
+            if price > self._high:
+                self._high = price
+            elif price < self._low:
+                self._low = price
+            self._close = price
+            self._volume += trade.size
+            return None
+        if bucket < self._bucket:
+            raise InvalidInput(
+                f"late trade {trade.trade_id} at {trade.ts_event} for already-closed bar of {self.symbol}"
+            )
+        closed = self._closed_bar(trade.ts_init) if self._bucket >= 0 else None
+        self._bucket = bucket
+        self._open = self._high = self._low = self._close = price
+        self._volume = trade.size
+        return closed
+
+    def flush(self, ts_init: int) -> Bar | None:
+        """Close the open bar (end of a replay, or the interval's end passed on the clock)."""
+        if self._bucket < 0:
+            return None
+        bar = self._closed_bar(ts_init)
+        self._bucket = -1
+        return bar
+
+    def open_bar_end(self) -> int | None:
+        """Close time of the bar being built, or None."""
+        return (self._bucket + 1) * self._interval_ms if self._bucket >= 0 else None
+
+    def _closed_bar(self, ts_init: int) -> Bar:
+        start = self._bucket * self._interval_ms
+        return Bar(
+            self.symbol,
+            self.interval,
+            start,
+            self._open,
+            self._high,
+            self._low,
+            self._close,
+            self._volume,
+            start + self._interval_ms,
+            ts_init,
+        )

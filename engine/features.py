@@ -1,0 +1,160 @@
+"""Incremental rolling features per symbol, matching the pandas contract in issue 3.
+
+Each :class:`FeatureCalculator` sees closed bars of one symbol and interval in order and updates
+in O(window) per bar (20 at most), never recomputing over history. Windowed means and standard
+deviations are computed two-pass over the window rather than from running sums: running sums of
+squares cancel catastrophically for prices like BTC's (mean^2/var ~ 1e6), which would break the
+1e-7 tolerance over long series.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from engine.events import Bar, Features, Interval
+
+_DAY_MS = 86_400_000
+_RSI_ALPHA = 1.0 / 14.0
+_ATR_ALPHA = 1.0 / 14.0
+_FAST_ALPHA = 2.0 / (12 + 1)
+_SLOW_ALPHA = 2.0 / (26 + 1)
+_WINDOW = 20
+
+
+def _ewm(previous: float, value: float, alpha: float) -> float:
+    # pandas' adjust=False recursion, including its normalisation by (1 - alpha) + alpha.
+    return ((1.0 - alpha) * previous + alpha * value) / ((1.0 - alpha) + alpha)
+
+
+def _mean_std(window: deque[float], ddof: int) -> tuple[float, float]:
+    """Two-pass mean and standard deviation; exactly 0 for a constant window, as pandas reports."""
+    n = len(window)
+    mean = sum(window) / n
+    first = window[0]
+    if all(x == first for x in window):
+        return first, 0.0
+    ss = sum([(x - mean) * (x - mean) for x in window])
+    return mean, math.sqrt(ss / (n - ddof))
+
+
+class FeatureCalculator:
+    """Rolling features of one symbol on one bar interval."""
+
+    __slots__ = (
+        "_closes",
+        "_returns",
+        "_volumes",
+        "_ema_fast",
+        "_ema_slow",
+        "_gain",
+        "_loss",
+        "_atr",
+        "_prev_close",
+        "_session_day",
+        "_cum_pv",
+        "_cum_v",
+        "symbol",
+        "interval",
+        "bars_seen",
+    )
+
+    def __init__(self, symbol: str, interval: Interval) -> None:
+        self.symbol = symbol
+        self.interval = interval
+        self.bars_seen = 0
+        self._closes: deque[float] = deque(maxlen=_WINDOW + 1)
+        self._returns: deque[float] = deque(maxlen=_WINDOW)
+        self._volumes: deque[float] = deque(maxlen=_WINDOW)
+        self._ema_fast = 0.0
+        self._ema_slow = 0.0
+        self._gain: float | None = None
+        self._loss: float | None = None
+        self._atr = 0.0
+        self._prev_close: float | None = None
+        self._session_day = -1
+        self._cum_pv = 0.0
+        self._cum_v = 0.0
+
+    def update(self, bar: Bar, ts_init: int | None = None) -> Features:
+        """Fold one closed bar in and return the features as of its close."""
+        close, high, low, volume = bar.close, bar.high, bar.low, bar.volume
+        closes, returns, volumes = self._closes, self._returns, self._volumes
+        prev = self._prev_close
+        closes.append(close)
+        volumes.append(volume)
+        n_closes = len(closes)
+
+        return_1 = return_5 = return_20 = volatility = None
+        rsi: float | None = None
+        if prev is None:
+            self._ema_fast = self._ema_slow = close
+            true_range = high - low
+            self._atr = true_range
+        else:
+            return_1 = close / prev - 1.0
+            returns.append(return_1)
+            if n_closes >= 6:
+                return_5 = close / closes[-6] - 1.0
+            if n_closes == _WINDOW + 1:
+                return_20 = close / closes[0] - 1.0
+            if len(returns) == _WINDOW:
+                volatility = _mean_std(returns, 1)[1]
+            diff = close - prev
+            up = diff if diff > 0.0 else 0.0
+            down = -diff if diff < 0.0 else 0.0
+            if self._gain is None or self._loss is None:
+                self._gain, self._loss = up, down
+            else:
+                self._gain = _ewm(self._gain, up, _RSI_ALPHA)
+                self._loss = _ewm(self._loss, down, _RSI_ALPHA)
+            rsi = 100.0 if self._loss == 0.0 else 100.0 - 100.0 / (1.0 + self._gain / self._loss)
+            self._ema_fast = _ewm(self._ema_fast, close, _FAST_ALPHA)
+            self._ema_slow = _ewm(self._ema_slow, close, _SLOW_ALPHA)
+            true_range = max(high - low, abs(high - prev), abs(low - prev))
+            self._atr = _ewm(self._atr, true_range, _ATR_ALPHA)
+        self._prev_close = close
+
+        volume_ratio = bb_position = None
+        if len(volumes) == _WINDOW:
+            mean_volume = sum(volumes) / _WINDOW
+            volume_ratio = volume / mean_volume if mean_volume != 0.0 else None
+            window = closes if n_closes == _WINDOW else deque(closes, maxlen=_WINDOW)
+            mean_close, std_close = _mean_std(window, 0)
+            if std_close != 0.0:
+                bb_position = (close - (mean_close - 2.0 * std_close)) / (4.0 * std_close)
+
+        day = bar.start // _DAY_MS
+        if day != self._session_day:
+            self._session_day = day
+            self._cum_pv = self._cum_v = 0.0
+        self._cum_pv += ((high + low + close) / 3.0) * volume
+        self._cum_v += volume
+        vwap_distance = None
+        if self._cum_v != 0.0:
+            vwap_distance = (close - self._cum_pv / self._cum_v) / close
+
+        self.bars_seen += 1
+        return Features(
+            self.symbol,
+            self.interval,
+            bar.start,
+            close,
+            return_1,
+            return_5,
+            return_20,
+            volume_ratio,
+            volatility,
+            rsi,
+            self._ema_fast - self._ema_slow,
+            bb_position,
+            self._atr / close,
+            vwap_distance,
+            bar.ts_event,
+            bar.ts_init if ts_init is None else ts_init,
+        )
+
+    def warm(self, bars: list[Bar]) -> None:
+        """Restore state from recent bars (e.g. from the feature store or a REST backfill)."""
+        for bar in bars:
+            self.update(bar)

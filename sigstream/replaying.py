@@ -1,0 +1,73 @@
+"""Wiring for ``sigstream replay``: files in, engine, JSONL out. Shared by ``make run`` and tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from adapters.files.config import FilesSettings
+from adapters.files.sink import DeadLetterFile, JsonlFeatureSink, JsonlSignalSink
+from adapters.files.source import FileSource, detect_source, merge_in_time_order
+from engine.batcher import MicroBatcher
+from engine.config import EngineSettings
+from engine.events import Interval
+from engine.pipeline import SignalEngine
+from engine.ports import SentimentModel
+from engine.replay import Replayer, ReplayReport, ReplaySinks
+
+
+@dataclass(slots=True)
+class ReplayOutputs:
+    """Output paths; any may be None."""
+
+    features: Path | None = None
+    signals: Path | None = None
+    dead_letters: Path | None = None
+
+
+def open_sources(
+    paths: Sequence[Path], news: Sequence[Path], *, symbol: str | None, interval: Interval | None,
+    files: FilesSettings,
+) -> list[FileSource]:
+    return [detect_source(p, symbol=symbol, interval=interval, settings=files) for p in [*paths, *news]]
+
+
+def resolve_interval(sources: Sequence[FileSource], requested: Interval | None, fallback: Interval) -> Interval:
+    """The CLI's --interval, else the first kline CSV's own interval, else the settings default."""
+    if requested is not None:
+        return requested
+    for source in sources:
+        interval = getattr(source, "interval", None)
+        if isinstance(interval, Interval):
+            return interval
+    return fallback
+
+
+async def run_replay(
+    sources: Sequence[FileSource],
+    model: SentimentModel,
+    settings: EngineSettings,
+    outputs: ReplayOutputs,
+    *,
+    symbol: str | None = None,
+    progress: bool = True,
+) -> tuple[ReplayReport, DeadLetterFile]:
+    """Replay ``sources`` through the engine and write the requested outputs."""
+    engine = SignalEngine(settings, symbols=frozenset({symbol.upper()}) if symbol else None)
+    batcher = MicroBatcher(model, settings.batcher)
+    dead = DeadLetterFile(outputs.dead_letters)
+    feature_sinks = [JsonlFeatureSink(outputs.features)] if outputs.features else []
+    signal_sinks = [JsonlSignalSink(outputs.signals)] if outputs.signals else []
+    bar = tqdm(desc="replay", unit=" events", disable=not progress, mininterval=0.5)
+    try:
+        replayer = Replayer(engine, batcher, ReplaySinks(dead, feature_sinks, signal_sinks), on_progress=bar.update)
+        report = await replayer.run(merge_in_time_order(sources))
+    finally:
+        bar.close()
+        for sink in (*feature_sinks, *signal_sinks):
+            sink.close()
+        dead.close()
+    return report, dead

@@ -1,0 +1,33 @@
+"""Root settings from the environment: prefix ``SIGSTREAM_``, nested sections joined by ``__``.
+
+Example: ``SIGSTREAM_ENGINE__AGGREGATOR__THRESHOLD=0.8``, ``SIGSTREAM_MODEL__QUANTIZE=none``,
+``SIGSTREAM_KAFKA__BOOTSTRAP=127.0.0.1:9092``. Each section is defined beside the code it configures.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from adapters.bybit.config import BybitSettings
+from adapters.files.config import FilesSettings
+from adapters.model.config import ModelSettings
+from engine.config import EngineSettings
+
+
+class Settings(BaseSettings):
+    """Everything sigstream reads from the environment (or a ``.env`` file)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SIGSTREAM_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    files: FilesSettings = Field(default_factory=FilesSettings)
+    bybit: BybitSettings = Field(default_factory=BybitSettings)
+
+
+def load_settings() -> Settings:
+    """Read settings once per command; errors name the offending variable."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Fine-tuning (LoRA, QLoRA, prefix tuning) and evaluation of the sentiment classifier."""

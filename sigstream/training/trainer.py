@@ -1,0 +1,380 @@
+"""A plain torch training loop for peft adapters on a sequence-classification base.
+
+Class-weighted (or focal) loss, linear warmup then decay, AdamW with weight decay, gradient clipping,
+early stopping on validation loss, a resumable checkpoint after every evaluation, a fixed seed, a tqdm
+bar, and on exit: the best adapter, ``training_config.json``, ``metrics.json`` and ``training_curve.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import resource
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sigstream
+from adapters.datasets import Example, LabelledSet, load_specs, stratified_split
+from adapters.datasets.source import split_examples
+from adapters.model import client
+from engine.errors import FatalError, InvalidInput
+from engine.events import SENTIMENT_LABELS
+from sigstream.training.config import TrainConfig
+from sigstream.training.methods import get_method
+from sigstream.training.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "training_state.pt"
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: where, how good, how costly."""
+
+    out: Path
+    history: list[dict[str, float]]
+    val_metrics: dict[str, Any]
+    eval_metrics: dict[str, dict[str, Any]]
+    trainable_params: int
+    total_params: int
+    train_seconds: float
+    peak_memory_mb: float
+    stopped_early: bool
+    step_losses: list[float] = field(default_factory=list)
+
+
+def set_seed(seed: int) -> None:
+    import numpy as np  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - seeds any library code that uses the legacy global generator
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: TrainConfig, device: str) -> tuple[Any, Any, Any]:
+    """Base (quantized when the method says so) + a fresh peft adapter. Returns (tokenizer, model, label_index)."""
+    import torch  # noqa: PLC0415
+    from peft import get_peft_model, prepare_model_for_kbit_training  # noqa: PLC0415
+
+    method = get_method(cfg.method)
+    qconfig = client.bnb_config(method.quantize, compute_dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+    device_map = {"": device} if qconfig is not None else None
+    tokenizer = client.load_tokenizer(cfg.base)
+    model, label_index, _ = client.load_base(
+        cfg.base, dtype=torch.float32, quantization_config=qconfig, device_map=device_map
+    )
+    if qconfig is not None:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    model = get_peft_model(model, method.peft_config(cfg))
+    if device_map is None:
+        model.to(device)
+    return tokenizer, model, label_index
+
+
+def count_params(model: Any) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def class_weights(labels: Sequence[int], n_classes: int = 3) -> list[float]:
+    """Inverse-frequency weights, normalised so a balanced set gets 1.0 everywhere."""
+    counts = [labels.count(c) for c in range(n_classes)]
+    n = len(labels)
+    return [n / (n_classes * c) if c else 0.0 for c in counts]
+
+
+def make_loss(cfg: TrainConfig, weights: list[float] | None, device: str) -> Any:
+    """Cross-entropy (weighted, smoothed) or focal loss, as a callable (logits, targets) -> loss."""
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as F  # noqa: N812, PLC0415
+
+    w = torch.tensor(weights, device=device) if weights else None
+    if cfg.focal_gamma is None:
+        return torch.nn.CrossEntropyLoss(weight=w, label_smoothing=cfg.label_smoothing)
+    gamma = cfg.focal_gamma
+
+    def focal(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logp = F.log_softmax(logits.float(), dim=-1)
+        logp_t = logp.gather(1, targets[:, None]).squeeze(1)
+        loss = -((1 - logp_t.exp()) ** gamma) * logp_t
+        if w is not None:
+            loss = loss * w[targets]
+            return loss.sum() / w[targets].sum()
+        return loss.mean()
+
+    return focal
+
+
+def _batches(tokenizer: Any, encoded: list[list[int]], labels: list[int], idx: Sequence[int], device: str) -> Any:
+    import torch  # noqa: PLC0415
+
+    batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
+    batch = {k: v.to(device) for k, v in batch.items()}
+    return batch, torch.tensor([labels[i] for i in idx], device=device)
+
+
+def evaluate_model(
+    model: Any, tokenizer: Any, examples: Sequence[Example], cfg: TrainConfig, device: str, loss_fn: Any = None
+) -> tuple[dict[str, Any], float]:
+    """Metrics and mean loss of ``model`` on ``examples`` (length-sorted batches, inference mode)."""
+    import torch  # noqa: PLC0415
+
+    encoded = tokenizer([e.text for e in examples], truncation=True, max_length=cfg.max_length)["input_ids"]
+    labels = [e.label for e in examples]
+    order = sorted(range(len(examples)), key=lambda i: len(encoded[i]))
+    preds = [0] * len(examples)
+    total_loss = 0.0
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for s in range(0, len(order), 64):
+            idx = order[s : s + 64]
+            batch, y = _batches(tokenizer, encoded, labels, idx, device)
+            logits = model(**batch).logits.float()
+            if loss_fn is not None:
+                total_loss += float(loss_fn(logits, y)) * len(idx)
+            for i, p in zip(idx, logits.argmax(-1).tolist(), strict=True):
+                preds[i] = p
+    model.train(was_training)
+    return classification_metrics(labels, preds), total_loss / max(1, len(examples))
+
+
+def _peak_memory_mb(device: str) -> float:
+    if device == "cuda":
+        import torch  # noqa: PLC0415
+
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _subsample(examples: list[Example], n: int, seed: int) -> list[Example]:
+    if n >= len(examples):
+        return examples
+    _, kept = stratified_split(examples, n / len(examples), seed)
+    return kept
+
+
+def load_training_data(cfg: TrainConfig) -> tuple[list[Example], list[Example], LabelledSet]:
+    """Train and validation examples (time split when timestamps exist, else stratified)."""
+    data = load_specs(cfg.data)
+    if data.bad_rows:
+        log.warning("%d bad rows skipped in %s (first: %s)", len(data.bad_rows), data.name, data.bad_rows[0])
+    examples = data.examples
+    if cfg.max_examples is not None:
+        examples = _subsample(examples, cfg.max_examples, cfg.seed)
+    if len(examples) < 3:
+        raise InvalidInput(f"{len(examples)} usable examples in {cfg.data}; need at least 3")
+    train, val = split_examples(examples, cfg.val_fraction, cfg.seed)
+    if not val:
+        raise InvalidInput("validation split is empty: add data or raise --val-fraction")
+    return train, val, data
+
+
+def train(cfg: TrainConfig) -> TrainResult:  # noqa: C901 - one linear loop reads better whole
+    """Run one fine-tuning job as configured; see the module docstring for what it writes."""
+    import torch  # noqa: PLC0415
+    from peft import set_peft_model_state_dict  # noqa: PLC0415
+    from peft.utils import get_peft_model_state_dict  # noqa: PLC0415
+    from tqdm.auto import tqdm  # noqa: PLC0415
+    from transformers import get_linear_schedule_with_warmup  # noqa: PLC0415
+
+    method = get_method(cfg.method)
+    device = client.resolve_device(cfg.device)
+    set_seed(cfg.seed)
+    train_ex, val_ex, data = load_training_data(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / CHECKPOINT_DIR
+
+    try:
+        tokenizer, model, _ = build_model(cfg, device)
+    except AssertionError as exc:  # bitsandbytes' CPU quant-state assertion; explained in docs/model.md
+        raise FatalError(f"{cfg.method} could not build its model on {device}: {exc!r}") from exc
+    trainable, total = count_params(model)
+    log.info("%s: %d trainable of %d parameters", cfg.method, trainable, total)
+
+    encoded = tokenizer([e.text for e in train_ex], truncation=True, max_length=cfg.max_length)["input_ids"]
+    labels = [e.label for e in train_ex]
+    weights = class_weights(labels) if cfg.class_weights else None
+    loss_fn = make_loss(cfg, weights, device)
+    # Validation loss is unweighted so early stopping tracks plain likelihood on the real class mix.
+    val_loss_fn = torch.nn.CrossEntropyLoss()
+
+    steps_per_epoch = math.ceil(len(train_ex) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr or method.default_lr, weight_decay=cfg.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(total_steps * cfg.warmup_ratio), total_steps)
+    eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
+
+    history: list[dict[str, float]] = []
+    step_losses: list[float] = []
+    step, best_loss, bad_evals, elapsed_before = 0, math.inf, 0, 0.0
+    best_state: dict[str, Any] | None = None
+    if cfg.resume and (ckpt / STATE_FILE).is_file():
+        state = torch.load(ckpt / STATE_FILE, map_location=device, weights_only=False)
+        set_peft_model_state_dict(model, state["adapter"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, best_loss, bad_evals = state["step"], state["best_loss"], state["bad_evals"]
+        history, step_losses, best_state = state["history"], state["step_losses"], state["best_adapter"]
+        elapsed_before = state["elapsed"]
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resumed from %s at step %d", ckpt, step)
+
+    started = time.perf_counter()
+    stopped_early = False
+    model.train()
+    bar = tqdm(total=total_steps, initial=step, desc=f"train {cfg.method}", disable=not cfg.progress, unit="step")
+    while step < total_steps and not stopped_early:
+        epoch = step // steps_per_epoch
+        # Each epoch's order depends only on (seed, epoch), so a resumed run sees the same batches.
+        order = list(range(len(train_ex)))
+        random.Random(cfg.seed * 1000 + epoch).shuffle(order)
+        for b in range(step % steps_per_epoch, steps_per_epoch):
+            if step >= total_steps:
+                break
+            batch, y = _batches(tokenizer, encoded, labels, order[b * cfg.batch_size : (b + 1) * cfg.batch_size], device)
+            loss = loss_fn(model(**batch).logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            step_losses.append(float(loss))
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.4f}")
+            if step % eval_every == 0 or step == total_steps:
+                metrics, val_loss = evaluate_model(model, tokenizer, val_ex, cfg, device, val_loss_fn)
+                recent = step_losses[-eval_every:]
+                history.append(
+                    {
+                        "step": step,
+                        "epoch": step / steps_per_epoch,
+                        "train_loss": sum(recent) / len(recent),
+                        "val_loss": val_loss,
+                        "val_accuracy": metrics["accuracy"],
+                        "val_weighted_f1": metrics["weighted_f1"],
+                    }
+                )
+                log.info("step %d: val loss %.4f, weighted F1 %.4f", step, val_loss, metrics["weighted_f1"])
+                if val_loss < best_loss:
+                    best_loss, bad_evals = val_loss, 0
+                    best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+                else:
+                    bad_evals += 1
+                    stopped_early = bad_evals >= cfg.patience
+                _save_checkpoint(
+                    ckpt,
+                    {
+                        "adapter": get_peft_model_state_dict(model),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "step": step,
+                        "best_loss": best_loss,
+                        "bad_evals": bad_evals,
+                        "history": history,
+                        "step_losses": step_losses,
+                        "best_adapter": best_state,
+                        "elapsed": elapsed_before + time.perf_counter() - started,
+                        "torch_rng": torch.get_rng_state(),
+                    },
+                )
+                if stopped_early:
+                    log.info("early stop at step %d: val loss did not improve for %d evaluations", step, bad_evals)
+                    break
+    bar.close()
+    train_seconds = elapsed_before + time.perf_counter() - started
+
+    if best_state is not None:
+        set_peft_model_state_dict(model, best_state)
+    model.save_pretrained(out)
+    val_metrics, _ = evaluate_model(model, tokenizer, val_ex, cfg, device)
+    eval_metrics: dict[str, dict[str, Any]] = {}
+    for spec in cfg.eval_data:
+        held_out = load_specs([spec])
+        metrics, _ = evaluate_model(model, tokenizer, held_out.examples, cfg, device)
+        eval_metrics[spec] = metrics
+        log.info("%s: weighted F1 %.4f, accuracy %.4f", spec, metrics["weighted_f1"], metrics["accuracy"])
+    result = TrainResult(
+        out, history, val_metrics, eval_metrics, trainable, total, train_seconds, _peak_memory_mb(device),
+        stopped_early, step_losses,
+    )
+    _write_reports(cfg, result, data, len(train_ex), len(val_ex), device)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return result
+
+
+def _save_checkpoint(ckpt: Path, state: dict[str, Any]) -> None:
+    import torch  # noqa: PLC0415
+
+    ckpt.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt / (STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(ckpt / STATE_FILE)  # atomic, so a kill mid-save leaves the previous checkpoint intact
+
+
+def _write_reports(
+    cfg: TrainConfig, result: TrainResult, data: LabelledSet, n_train: int, n_val: int, device: str
+) -> None:
+    out = result.out
+    stamp = {
+        "sigstream_version": sigstream.__version__,
+        "labels": list(SENTIMENT_LABELS),
+        "config": json.loads(cfg.model_dump_json()),
+        "n_train": n_train,
+        "n_val": n_val,
+        "bad_rows": len(data.bad_rows),
+        "device": device,
+    }
+    (out / "training_config.json").write_text(json.dumps(stamp, indent=2) + "\n")
+    metrics = {
+        "sigstream_version": sigstream.__version__,
+        "method": cfg.method,
+        "trainable_params": result.trainable_params,
+        "total_params": result.total_params,
+        "train_seconds": round(result.train_seconds, 1),
+        "peak_memory_mb": round(result.peak_memory_mb, 1),
+        "peak_memory_kind": "cuda max_memory_allocated" if device == "cuda" else "process peak RSS",
+        "steps": len(result.step_losses),
+        "stopped_early": result.stopped_early,
+        "validation": result.val_metrics,
+        "held_out": result.eval_metrics,
+        "history": result.history,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_curve(result, out / "training_curve.png")
+
+
+def plot_curve(result: TrainResult, path: Path) -> None:
+    """Training loss per step (smoothed) and validation loss per evaluation."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    losses = result.step_losses
+    k = max(1, len(losses) // 50)
+    smooth = [sum(losses[max(0, i - k + 1) : i + 1]) / len(losses[max(0, i - k + 1) : i + 1]) for i in range(len(losses))]
+    ax.plot(range(1, len(losses) + 1), smooth, label=f"train loss (mean of {k})", alpha=0.8)
+    if result.history:
+        ax.plot([h["step"] for h in result.history], [h["val_loss"] for h in result.history], "o-", label="val loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
