@@ -1,0 +1,1 @@
+"""The embedded default: an in-process bus and an in-memory feature store (no Kafka, no Redis)."""

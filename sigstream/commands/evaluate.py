@@ -1,0 +1,107 @@
+"""``sigstream eval``: score a sentiment model on labelled data (a contract other tools depend on)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from engine.errors import InvalidInput
+
+
+def evaluate(
+    data_spec: str,
+    *,
+    model_dir: str | None = None,
+    base: str | None = None,
+    batch_size: int | None = None,
+    baseline: bool = False,
+    quantize: str | None = None,
+) -> dict[str, Any]:
+    """Metrics of a model on ``data_spec`` in the eval JSON contract (plus ``bad_rows`` and ``model``).
+
+    ``model_dir`` is a peft adapter directory (served on ``base``, default the bundled MiniLM) or a full
+    sequence-classification model (path or hub id); None serves the shipped default adapter.
+    """
+    from adapters.datasets import load_spec  # noqa: PLC0415 - keeps `sigstream --help` fast
+    from adapters.model import ModelSettings, TransformersSentimentModel  # noqa: PLC0415
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from sigstream.training.metrics import classification_metrics  # noqa: PLC0415
+
+    data = load_spec(data_spec)
+    if not data.examples:
+        raise InvalidInput(f"{data_spec}: no usable rows ({len(data.bad_rows)} bad)")
+    update: dict[str, Any] = {}
+    if model_dir is not None:
+        if (Path(model_dir) / "adapter_config.json").is_file():
+            update["adapter"] = model_dir
+        else:
+            update.update(base=model_dir, adapter=None)
+    if base is not None:
+        update["base"] = base
+    if batch_size is not None:
+        update["batch_size"] = batch_size
+    if quantize is not None:
+        update["quantize"] = quantize
+    try:
+        settings = ModelSettings.model_validate({**ModelSettings().model_dump(), **update})
+    except ValidationError as exc:
+        raise InvalidInput(f"bad model option: {exc.errors()[0]['msg']}") from None
+    model = TransformersSentimentModel.baseline(settings) if baseline else TransformersSentimentModel.optimized(settings)
+    started = time.perf_counter()
+    probs = model.predict_proba(data.texts)
+    elapsed = time.perf_counter() - started
+    preds = [max(range(3), key=p.__getitem__) for p in probs]
+    report = classification_metrics(data.labels, preds)
+    report["texts_per_s"] = len(probs) / elapsed if elapsed > 0 else float("inf")
+    report["bad_rows"] = len(data.bad_rows)
+    report["bad_row_reasons"] = dict(Counter(b.reason for b in data.bad_rows))
+    report["model"] = model.description
+    return report
+
+
+def _table(report: dict[str, Any], data_spec: str) -> Any:
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title=f"sigstream eval: {data_spec} (n={report['n']}, bad rows={report['bad_rows']})")
+    for col in ("label", "precision", "recall", "f1", "support"):
+        table.add_column(col, justify="right" if col != "label" else "left")
+    for label, m in report["per_class"].items():
+        table.add_row(label, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
+    table.add_section()
+    table.add_row("accuracy", "", "", f"{report['accuracy']:.4f}", str(report["n"]))
+    table.add_row("macro F1", "", "", f"{report['macro_f1']:.4f}", "")
+    table.add_row("weighted F1", "", "", f"{report['weighted_f1']:.4f}", "")
+    table.caption = f"{report['texts_per_s']:.1f} texts/s | {report['model']}"
+    return table
+
+
+def eval_command(
+    data: str = typer.Option(..., "--data", help="CSV (text,label) or spec: fpb[:50|66|75|all][:train|test], tfns."),
+    model: str | None = typer.Option(None, "--model", help="Adapter dir or full model; default: shipped adapter."),
+    base: str | None = typer.Option(None, "--base", help="Base under an adapter; default: bundled all-MiniLM-L6-v2."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Texts per forward pass (optimized path)."),
+    baseline: bool = typer.Option(False, "--baseline", help="The chapter's loop: one text per forward, fp32."),
+    quantize: str | None = typer.Option(None, "--quantize", help="auto, none, int8-dynamic, 4bit or 8bit."),
+    json_out: bool = typer.Option(False, "--json", help="Write the metrics JSON to stdout (table goes to stderr)."),
+) -> None:
+    """Evaluate a sentiment model: accuracy, macro/weighted F1, per-class scores, confusion, texts/s."""
+    from rich.console import Console  # noqa: PLC0415
+
+    report = evaluate(data, model_dir=model, base=base, batch_size=batch_size, baseline=baseline, quantize=quantize)
+    if report["bad_rows"]:
+        typer.echo(f"{report['bad_rows']} bad rows not scored: {report['bad_row_reasons']}", err=True)
+    Console(file=sys.stderr if json_out else sys.stdout).print(_table(report, data))
+    if json_out:
+        contract = {k: report[k] for k in ("n", "accuracy", "macro_f1", "weighted_f1", "per_class", "confusion", "labels", "texts_per_s", "bad_rows")}
+        sys.stdout.write(json.dumps(contract) + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

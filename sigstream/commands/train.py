@@ -1,0 +1,99 @@
+"""``sigstream train``: fine-tune a peft adapter (lora, qlora, prefix) on labelled sentiment data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from sigstream.training.methods import METHODS
+
+# The exact recipe of the shipped default adapter (adapters/model/default_adapter); `make train-default` runs it.
+DEFAULT_ADAPTER_ARGS: tuple[str, ...] = (
+    "--method", "lora",
+    "--data", "fpb:50:train", "--data", "tfns",
+    "--eval-data", "fpb:50:test",
+    "--target-modules", "all-linear", "--rank", "16", "--alpha", "32",
+    "--epochs", "3", "--lr", "1e-3", "--batch-size", "32", "--max-length", "64",
+    "--label-smoothing", "0.1", "--evals-per-epoch", "2", "--patience", "3", "--seed", "42",
+    "--out", "adapters/model/default_adapter",
+)  # fmt: skip
+
+
+def train_command(
+    method: str = typer.Option(..., "--method", help=f"One of: {', '.join(METHODS)}."),
+    base: str | None = typer.Option(None, "--base", help="Hub id or local path; default: bundled all-MiniLM-L6-v2."),
+    data: list[str] = typer.Option(..., "--data", help="Training data spec, repeatable: fpb[:50|66|75|all][:train|test], tfns, CSV."),
+    out: Path = typer.Option(..., "--out", help="Output directory for the adapter and its reports."),
+    eval_data: list[str] = typer.Option([], "--eval-data", help="Held-out spec scored after training (repeatable)."),
+    epochs: int = typer.Option(3, help="Passes over the training split."),
+    max_steps: int | None = typer.Option(None, help="Stop after this many optimizer steps."),
+    lr: float | None = typer.Option(None, help="Peak learning rate (default depends on the method)."),
+    batch_size: int = typer.Option(32, help="Examples per optimizer step."),
+    max_length: int = typer.Option(64, help="Tokens per text."),
+    seed: int = typer.Option(42, help="Seed of init, shuffling and the validation split."),
+    target_modules: str = typer.Option("query,value", help="LoRA targets, comma-separated, or all-linear."),
+    rank: int = typer.Option(8, help="LoRA rank."),
+    alpha: int = typer.Option(16, help="LoRA alpha."),
+    dropout: float = typer.Option(0.1, help="LoRA dropout."),
+    prefix_tokens: int = typer.Option(20, help="Prefix tuning: virtual tokens."),
+    prefix_projection: bool = typer.Option(False, help="Prefix tuning: reparameterise with an MLP."),
+    focal: float | None = typer.Option(None, "--focal", help="Focal loss with this gamma instead of weighted CE."),
+    class_weights: bool = typer.Option(True, help="Weight the loss by inverse class frequency."),
+    label_smoothing: float = typer.Option(0.0, help="Label smoothing of the cross-entropy."),
+    weight_decay: float = typer.Option(0.01, help="AdamW weight decay."),
+    warmup_ratio: float = typer.Option(0.06, help="Warmup share of all steps."),
+    patience: int = typer.Option(2, help="Early stopping patience, in evaluations."),
+    evals_per_epoch: int = typer.Option(1, help="Validation passes per epoch."),
+    max_examples: int | None = typer.Option(None, help="Stratified subsample of the training data."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint."),
+    json_out: bool = typer.Option(False, "--json", help="Print the run's metrics as JSON."),
+) -> None:
+    """Fine-tune an adapter; writes the adapter, training_config.json, metrics.json and training_curve.png."""
+    from sigstream.training.config import TrainConfig  # noqa: PLC0415 - keeps `sigstream --help` fast
+    from sigstream.training.trainer import train  # noqa: PLC0415
+
+    fields: dict[str, object] = {
+        "method": method, "data": data, "out": out, "eval_data": eval_data, "epochs": epochs,
+        "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "max_length": max_length, "seed": seed,
+        "target_modules": [t.strip() for t in target_modules.split(",") if t.strip()], "rank": rank,
+        "alpha": alpha, "dropout": dropout, "prefix_tokens": prefix_tokens, "prefix_projection": prefix_projection,
+        "focal_gamma": focal, "class_weights": class_weights, "label_smoothing": label_smoothing,
+        "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "patience": patience,
+        "evals_per_epoch": evals_per_epoch, "max_examples": max_examples, "device": device, "resume": resume,
+    }  # fmt: skip
+    if base is not None:
+        fields["base"] = base
+    _check_method(method)
+    result = train(TrainConfig.model_validate(fields))
+    summary = {
+        "out": str(result.out),
+        "trainable_params": result.trainable_params,
+        "train_seconds": round(result.train_seconds, 1),
+        "peak_memory_mb": round(result.peak_memory_mb, 1),
+        "val_weighted_f1": result.val_metrics["weighted_f1"],
+        "held_out": {k: {"weighted_f1": v["weighted_f1"], "accuracy": v["accuracy"]} for k, v in result.eval_metrics.items()},
+    }
+    typer.echo(json.dumps(summary, indent=None if json_out else 2))
+
+
+def _check_method(method: str) -> None:
+    from sigstream.training.methods import get_method  # noqa: PLC0415
+
+    get_method(method)
+
+
+def train_default() -> None:
+    """Reproduce the shipped default adapter (the Makefile's ``train-default`` target calls this)."""
+    from sigstream.cli import main  # noqa: PLC0415
+
+    import sys  # noqa: PLC0415
+
+    sys.argv = ["sigstream", "train", *DEFAULT_ADAPTER_ARGS]
+    main()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)

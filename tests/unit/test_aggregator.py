@@ -1,0 +1,68 @@
+"""Composite signal: confidence-weighted vote with exponential time decay."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.aggregator import SignalAggregator, score_from_probs
+from engine.config import AggregatorSettings
+from engine.events import Signal
+
+HOUR = 3_600_000
+
+
+def _score(label_probs, ts, symbol="BTCUSDT", news_id="n"):
+    return score_from_probs(news_id, (symbol,), label_probs, ts, ts)
+
+
+def test_votes_are_weighted_by_confidence_and_normalised() -> None:
+    agg = SignalAggregator(AggregatorSettings(half_life_ms=10**12))  # effectively no decay
+    agg.add(_score((0.1, 0.1, 0.8), 0, news_id="a"))  # BUY, confidence 0.8
+    agg.add(_score((0.6, 0.3, 0.1), 0, news_id="b"))  # SELL, confidence 0.6
+    signal = agg.composite("BTCUSDT", HOUR, HOUR)
+    assert signal.signal is Signal.BUY
+    assert signal.score_buy == pytest.approx(0.8 / 1.4, rel=1e-6)
+    assert signal.score_sell == pytest.approx(0.6 / 1.4, rel=1e-6)
+    assert signal.num_sources == 2
+    assert signal.actionable is False  # 0.571 < 0.7
+
+
+def test_older_news_weighs_less_by_half_life() -> None:
+    agg = SignalAggregator(AggregatorSettings(half_life_ms=HOUR, window_ms=24 * HOUR))
+    agg.add(_score((0.1, 0.1, 0.8), 0, news_id="old-buy"))
+    agg.add(_score((0.8, 0.1, 0.1), HOUR, news_id="new-sell"))
+    signal = agg.composite("BTCUSDT", 2 * HOUR, 2 * HOUR)
+    # old: 0.8 * 0.25, new: 0.8 * 0.5
+    assert signal.signal is Signal.SELL
+    assert signal.confidence == pytest.approx(0.4 / 0.6)
+
+
+def test_news_outside_window_or_not_strictly_before_decision_is_ignored() -> None:
+    agg = SignalAggregator(AggregatorSettings(window_ms=HOUR))
+    agg.add(_score((0.1, 0.1, 0.8), 0, news_id="too-old"))
+    agg.add(_score((0.8, 0.1, 0.1), 5 * HOUR, news_id="at-decision"))
+    signal = agg.composite("BTCUSDT", 5 * HOUR, 5 * HOUR)
+    assert signal.num_sources == 0 and signal.signal is Signal.HOLD and signal.confidence == 0.0
+    inclusive = agg.composite("BTCUSDT", 5 * HOUR, 5 * HOUR, inclusive=True)
+    assert inclusive.signal is Signal.SELL and inclusive.num_sources == 1
+
+
+def test_single_confident_item_is_actionable_at_threshold() -> None:
+    agg = SignalAggregator(AggregatorSettings(threshold=0.7))
+    agg.add(_score((0.05, 0.05, 0.9), 0))
+    signal = agg.composite("BTCUSDT", 1, 1)
+    assert signal.actionable and signal.signal is Signal.BUY
+
+
+def test_late_news_is_inserted_in_publish_order() -> None:
+    agg = SignalAggregator(AggregatorSettings(window_ms=HOUR, half_life_ms=HOUR))
+    agg.add(_score((0.1, 0.1, 0.8), 3 * HOUR, news_id="late-arrival-newer"))
+    agg.add(_score((0.8, 0.1, 0.1), int(2.5 * HOUR), news_id="older"))
+    signal = agg.composite("BTCUSDT", int(3.5 * HOUR), 0)
+    assert signal.num_sources == 2
+
+
+def test_score_from_probs_labels_and_confidence() -> None:
+    score = score_from_probs("x", ("ETHUSDT",), (0.2, 0.5, 0.3), 1, 2)
+    assert score.label == "neutral" and score.confidence == pytest.approx(0.5)
+    assert score.signal is Signal.HOLD

@@ -1,0 +1,56 @@
+"""Bars built from trades; news mapped to symbols."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.bars import BarBuilder
+from engine.config import SymbolMapSettings
+from engine.errors import InvalidInput
+from engine.events import Interval, Side, Trade
+from engine.symbols import SymbolMapper
+
+
+def _trade(ts, price, size=1.0, tid="t"):
+    return Trade("BTCUSDT", price, size, Side.BUY, tid, ts, ts)
+
+
+def test_bar_closes_on_first_trade_of_next_interval() -> None:
+    builder = BarBuilder("BTCUSDT", Interval.M1)
+    assert builder.on_trade(_trade(1_000, 100.0)) is None
+    assert builder.on_trade(_trade(2_000, 105.0, 2.0)) is None
+    assert builder.on_trade(_trade(3_000, 95.0)) is None
+    assert builder.on_trade(_trade(59_999, 101.0)) is None
+    bar = builder.on_trade(_trade(60_000, 200.0))
+    assert bar is not None
+    assert (bar.start, bar.open, bar.high, bar.low, bar.close, bar.volume) == (0, 100.0, 105.0, 95.0, 101.0, 5.0)
+    assert bar.ts_event == 60_000
+    last = builder.flush(999_999)
+    assert last is not None and last.start == 60_000 and last.close == 200.0
+
+
+def test_late_trade_for_a_closed_bar_is_rejected_not_lost() -> None:
+    builder = BarBuilder("BTCUSDT", Interval.M1)
+    builder.on_trade(_trade(61_000, 1.0))
+    with pytest.raises(InvalidInput, match="late trade"):
+        builder.on_trade(_trade(1_000, 1.0, tid="late"))
+
+
+@pytest.mark.parametrize(
+    ("text", "tags", "expected"),
+    [
+        ("Bitcoin Returns Above USD 20K, Ethereum Rallies", (), ("BTCUSDT", "ETHUSDT")),
+        ("$ETH and $AAPL move", (), ("ETHUSDT",)),
+        ("Connect the dot with the sol of the day", (), ()),
+        ("DOT and SOL rally", (), ("DOTUSDT", "SOLUSDT")),
+        ("Nifty NFT news", ("bitcoin",), ("BTCUSDT",)),
+        ("nothing relevant", ("nft",), ()),
+    ],
+)
+def test_news_symbols_from_names_cashtags_and_tags(text, tags, expected) -> None:
+    assert SymbolMapper(SymbolMapSettings()).symbols_for(text, tags) == expected
+
+
+def test_symbol_mapping_is_configurable() -> None:
+    mapper = SymbolMapper(SymbolMapSettings(names={"Chainlink": "linkusdt"}))
+    assert mapper.symbols_for("chainlink oracle news") == ("LINKUSDT",)

@@ -1,0 +1,136 @@
+"""Replay: deterministic bytes, dead letters with reasons and line numbers, CSV == converted recording."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from adapters.bybit.frames import kline_frame
+from adapters.files.sink import RecordingWriter
+from adapters.files.source import KlineCsvSource, RecordingSource, detect_source
+from engine.config import EngineSettings
+from engine.events import Bar, Interval, NewsItem
+from sigstream.demo import write_demo_recording
+from sigstream.replaying import ReplayOutputs, run_replay
+from tests.support.data import REPO_ROOT, shared_data_dir
+from tests.support.lexicon_model import LexiconSentimentModel
+
+
+def _replay(paths, tmp: Path, tag: str, interval=Interval.M1, symbol=None):
+    outputs = ReplayOutputs(tmp / f"{tag}-features.jsonl", tmp / f"{tag}-signals.jsonl", tmp / f"{tag}-dead.jsonl")
+    sources = [detect_source(p, interval=interval) for p in paths]
+    report, dead = asyncio.run(run_replay(sources, LexiconSentimentModel(), EngineSettings(interval=interval),
+                                          outputs, symbol=symbol, progress=False))
+    return report, dead, outputs
+
+
+def test_replay_twice_gives_identical_bytes(tmp_path: Path) -> None:
+    recording = tmp_path / "demo.jsonl.gz"
+    write_demo_recording(recording, minutes=600)
+    _, _, first = _replay([recording], tmp_path, "a")
+    _, _, second = _replay([recording], tmp_path, "b")
+    assert first.features.read_bytes() == second.features.read_bytes()
+    assert first.signals.read_bytes() == second.signals.read_bytes()
+    signals = [orjson.loads(line) for line in first.signals.read_bytes().splitlines()]
+    assert len(signals) > 1200
+    assert {s["signal"] for s in signals} >= {"BUY", "SELL", "HOLD"}
+    assert set(signals[0]) == {"symbol", "ts_event", "ts_init", "signal", "confidence", "scores", "num_sources",
+                               "actionable", "features"}
+
+
+def test_corrupted_lines_go_to_dead_letters_with_reason_and_line_number(tmp_path: Path) -> None:
+    recording = tmp_path / "bad.jsonl"
+    bar = Bar("BTCUSDT", Interval.M1, 0, 1.0, 2.0, 0.5, 1.5, 10.0, 60_000, 60_000)
+    good = kline_frame(bar, "BTCUSDT", Interval.M1)
+    non_numeric = orjson.loads(orjson.dumps(good))
+    non_numeric["data"][0]["close"] = "abc"
+    unknown_topic = {"topic": "liquidation.BTCUSDT", "ts": 1, "data": {}}
+    with RecordingWriter(recording) as writer:
+        writer.write_frame(good, 60_000)                       # line 1
+        writer.write_raw_line(b'{"ts_init": 1, "source": "by')  # line 2: truncated JSON
+        writer.write_frame(unknown_topic, 61_000)              # line 3
+        writer.write_frame(non_numeric, 62_000)                # line 4
+        writer.write_raw_line(b'{"ts_init": 5, "source": "fax", "data": {}}')  # line 5
+        writer.write_news(NewsItem("n1", "t", "Bitcoin surges", "", (), (), "", 1, 63_000))  # line 6
+    report, dead, outputs = _replay([recording], tmp_path, "bad")
+    assert report.dead_letters == 4 and dead.count == 4
+    letters = [orjson.loads(line) for line in outputs.dead_letters.read_bytes().splitlines()]
+    by_line = {d["line"]: d["reason"] for d in letters}
+    assert by_line[2].startswith("malformed JSON")
+    assert "unknown topic 'liquidation.BTCUSDT'" in by_line[3]
+    assert "non-numeric close 'abc'" in by_line[4]
+    assert "unknown recording source 'fax'" in by_line[5]
+    # the run continued past the bad lines
+    assert report.engine.bars == 1 and report.engine.sentiment_scores == 1
+
+
+def test_bad_csv_rows_are_dead_lettered_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "XUSDT_1m.csv"
+    rows = [["timestamp", "open", "high", "low", "close", "volume"],
+            ["2025-01-01T00:00:00Z", "1", "2", "0.5", "1.5", "3"],
+            ["2025-01-01T00:01:00Z", "1", "2", "0.5", "oops", "3"],
+            ["2025-01-01T00:01:00Z", "1", "2", "0.5", "1.6", "3"],
+            ["2025-01-01T00:01:00Z", "1", "2", "0.5", "1.7", "3"],
+            ["2025-01-01T00:00:30Z", "1", "2", "0.5", "1.7", "3"]]
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    items = list(KlineCsvSource(path, interval=Interval.M1).items())
+    bars = [i for i in items if isinstance(i, Bar)]
+    dead = [i for i in items if not isinstance(i, Bar)]
+    assert [b.close for b in bars] == [1.5, 1.6]
+    assert [(d.line, d.reason.split(" ")[0]) for d in dead] == [(3, "non-numeric"), (5, "duplicate"),
+                                                                  (6, "out-of-order")]
+
+
+def test_kline_csv_and_its_converted_recording_give_the_same_features(tmp_path: Path) -> None:
+    source_csv = shared_data_dir() / "bybit" / "BTCUSDT_5m.csv"
+    small = tmp_path / "BTCUSDT_5m.csv"
+    with source_csv.open() as src, small.open("w") as dst:
+        for _, line in zip(range(400), src, strict=False):
+            dst.write(line)
+    recording = tmp_path / "btc.jsonl.gz"
+    csv_source = KlineCsvSource(small)
+    with RecordingWriter(recording) as writer:
+        for bar in csv_source.bars():
+            writer.write_frame(kline_frame(bar, "BTCUSDT", Interval.M5), bar.ts_event)
+    assert isinstance(detect_source(recording), RecordingSource)
+    with gzip.open(recording) as handle:
+        assert orjson.loads(handle.readline())["data"]["topic"] == "kline.5.BTCUSDT"
+    _, _, from_csv = _replay([small], tmp_path, "csv", Interval.M5)
+    _, _, from_rec = _replay([recording], tmp_path, "rec", Interval.M5)
+    assert from_csv.features.read_bytes() == from_rec.features.read_bytes()
+    assert len(from_csv.features.read_bytes().splitlines()) == 399
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sigstream.cli", *args], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=300, check=False)
+
+
+def test_cli_rejects_bad_input_with_exit_code_2_and_one_line(tmp_path: Path) -> None:
+    result = _cli("replay", str(tmp_path / "missing.csv"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no such file")
+    bad_interval = _cli("replay", "x.csv", "--interval", "2m")
+    assert bad_interval.returncode == 2
+
+
+@pytest.mark.slow
+def test_cli_replay_with_the_real_model_is_byte_identical_across_runs(tmp_path: Path) -> None:
+    recording = tmp_path / "demo.jsonl.gz"
+    write_demo_recording(recording, minutes=120)
+    outs = []
+    for tag in ("one", "two"):
+        signals = tmp_path / f"{tag}.jsonl"
+        result = _cli("replay", str(recording), "--interval", "1m", "--signals-out", str(signals),
+                      "--features-out", str(tmp_path / f"{tag}-f.jsonl"), "--no-progress")
+        assert result.returncode == 0, result.stderr
+        outs.append(signals.read_bytes())
+    assert outs[0] == outs[1] and len(outs[0].splitlines()) > 200
