@@ -1,0 +1,86 @@
+"""``sigstream bench``: throughput figures for the hot paths (printed, never asserted)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sigstream import benchmarks
+
+console = Console(stderr=True)
+
+
+def bench(
+    bars: int = typer.Option(200_000, "--bars", min=1_000, help="Bars through the feature path."),
+    trades: int = typer.Option(1_000_000, "--trades", min=1_000, help="Trades through bar building."),
+    texts: int = typer.Option(400, "--texts", min=0, help="Labelled texts for the sentiment comparison (0 skips)."),
+    data: str = typer.Option("fpb:50:test", "--data", help="Labelled data spec for the sentiment texts."),
+    kafka: str | None = typer.Option(None, "--kafka", help="Also measure end-to-end through this Kafka broker."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON on stdout."),
+) -> None:
+    """Measure bars/s through features, trades/s through bar building, and batched vs one-at-a-time
+    sentiment texts/s with the weighted-F1 cost of each speed-up. With --kafka, end-to-end figures too."""
+    result: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+    }
+    with console.status("features..."):
+        result["features"] = benchmarks.bench_features(bars)
+    with console.status("bar building..."):
+        result["bar_building"] = benchmarks.bench_bar_building(trades)
+    if texts:
+        result["sentiment"] = _sentiment(texts, data)
+    if kafka:
+        from adapters.kafka.bench import run_kafka_bench  # noqa: PLC0415 - needs a running broker
+
+        result["kafka"] = run_kafka_bench(kafka)
+    if as_json:
+        typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    _print(result)
+
+
+def _sentiment(count: int, spec: str) -> list[dict[str, Any]]:
+    from adapters.datasets.source import load_spec  # noqa: PLC0415 - torch-heavy imports only when asked
+    from adapters.model import TransformersSentimentModel
+    from sigstream.settings import load_settings
+
+    labelled = load_spec(spec)
+    examples = labelled.examples[:count]
+    settings = load_settings().model
+    with console.status("loading models..."):
+        variants = {
+            "baseline (1 text/forward, fp32)": TransformersSentimentModel.baseline(settings),
+            "batched fp32, length-sorted": TransformersSentimentModel.optimized(
+                settings.model_copy(update={"quantize": "none"})),
+            "batched + int8 dynamic (default)": TransformersSentimentModel.optimized(
+                settings.model_copy(update={"quantize": "int8-dynamic"})),
+        }
+    with console.status(f"sentiment on {len(examples)} texts..."):
+        return benchmarks.bench_sentiment([e.text for e in examples], [e.label for e in examples], variants)
+
+
+def _print(result: dict[str, Any]) -> None:
+    table = Table(title=f"sigstream bench — {result['date']} — {result['machine']}")
+    table.add_column("path")
+    table.add_column("throughput", justify="right")
+    table.add_column("vs baseline", justify="right")
+    table.add_column("weighted F1", justify="right")
+    table.add_row("features", f"{result['features']['bars_per_s']:,.0f} bars/s", "", "")
+    table.add_row("bar building", f"{result['bar_building']['trades_per_s']:,.0f} trades/s", "", "")
+    for row in result.get("sentiment", []):
+        table.add_row(f"sentiment: {row['variant']}", f"{row['texts_per_s']:,.1f} texts/s",
+                      f"{row['speedup']:.2f}x", f"{row['weighted_f1']:.4f}")
+    for key, value in result.get("kafka", {}).items():
+        table.add_row(f"kafka: {key}", f"{value:,.1f}" if isinstance(value, float) else str(value), "", "")
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)
