@@ -16,7 +16,7 @@ class TransientError(SigstreamError):
     """A failure that may succeed when retried (network, broker restart, Redis down)."""
 
 
-class InvalidInput(SigstreamError):  # noqa: N818 - the name reads as what happened, per STYLE.md
+class InvalidInput(SigstreamError):
     """A record or argument that can never be processed as given; it is dead-lettered with ``reason``."""
 
     def __init__(self, reason: str, *, raw: object = None, line: int | None = None) -> None:
@@ -30,7 +30,7 @@ class FatalError(SigstreamError):
     """A condition the process cannot recover from (bad configuration, missing dependency)."""
 
 
-class MissingDependency(FatalError):  # noqa: N818
+class MissingDependency(FatalError):
     """An optional heavy dependency is not installed; the message says what to install."""
 
     def __init__(self, package: str, purpose: str) -> None:

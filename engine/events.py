@@ -1,4 +1,6 @@
-"""Immutable, typed events (frozen msgspec Structs: immutable and cheap to build on hot paths). Every event carries two times in **epoch milliseconds**:
+"""Immutable, typed events: frozen msgspec Structs, cheap to build on hot paths.
+
+Every event carries two times in **epoch milliseconds**:
 
 * ``ts_event`` - when it happened at the venue or publisher;
 * ``ts_init``  - when sigstream received (or, in replay, would have received) it.

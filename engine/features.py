@@ -42,21 +42,21 @@ class FeatureCalculator:
     """Rolling features of one symbol on one bar interval."""
 
     __slots__ = (
+        "_atr",
         "_closes",
-        "_returns",
-        "_volumes",
+        "_cum_pv",
+        "_cum_v",
         "_ema_fast",
         "_ema_slow",
         "_gain",
         "_loss",
-        "_atr",
         "_prev_close",
+        "_returns",
         "_session_day",
-        "_cum_pv",
-        "_cum_v",
-        "symbol",
-        "interval",
+        "_volumes",
         "bars_seen",
+        "interval",
+        "symbol",
     )
 
     def __init__(self, symbol: str, interval: Interval) -> None:

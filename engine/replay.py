@@ -28,6 +28,8 @@ class ReplaySinks:
     features: Sequence[FeatureSink] = ()
     signals: Sequence[SignalSink] = ()
     sentiment: Sequence[SentimentSink] = ()
+    # Bar-close decisions only (also published to ``signals``); backtests trade on these.
+    decisions: Sequence[SignalSink] = ()
 
 
 @dataclass(slots=True)
@@ -81,49 +83,57 @@ class Replayer:
             await self._dead_letter(item)
             return
         self.clock.advance_to(item.ts_init)
-        engine = self.engine
         if isinstance(item, Trade):
-            if not engine.wants(item.symbol):
-                return
-            if self._pending and engine.closes_bar(item):
-                await self._score_pending()
-            try:
-                outputs = engine.on_trade(item)
-            except InvalidInput as exc:
-                await self._dead_letter(DeadLetter(exc.reason, "trade", repr(item), None, item.ts_init))
-                return
-            for features, signal in outputs:
-                await self._emit(features, signal)
+            await self._on_trade(item)
         elif isinstance(item, Bar):
-            if not engine.wants(item.symbol):
-                return
-            await self._score_pending()
-            out = engine.on_bar(item)
-            if out is not None:
-                await self._emit(*out)
+            await self._on_bar(item)
         elif isinstance(item, NewsItem):
-            accepted = engine.accept_news(item)
-            if accepted is None:
-                return
-            try:
-                self.batcher.validate(accepted.text)
-            except InvalidInput as exc:
-                await self._dead_letter(DeadLetter(exc.reason, "news", accepted.id, None, item.ts_init))
-                return
-            self._pending.append(accepted)
-            if len(self._pending) >= self.batcher.settings.max_batch:
-                await self._score_pending()
+            await self._on_news(item)
         elif isinstance(item, Ticker):
             self.report.tickers += 1
         else:
             self.report.book_tops += 1
+
+    async def _on_trade(self, trade: Trade) -> None:
+        if not self.engine.wants(trade.symbol):
+            return
+        if self._pending and self.engine.closes_bar(trade):
+            await self._score_pending()
+        try:
+            outputs = self.engine.on_trade(trade)
+        except InvalidInput as exc:
+            await self._dead_letter(DeadLetter(exc.reason, "trade", repr(trade), None, trade.ts_init))
+            return
+        for features, signal in outputs:
+            await self._emit(features, signal)
+
+    async def _on_bar(self, bar: Bar) -> None:
+        if not self.engine.wants(bar.symbol):
+            return
+        await self._score_pending()
+        out = self.engine.on_bar(bar)
+        if out is not None:
+            await self._emit(*out)
+
+    async def _on_news(self, item: NewsItem) -> None:
+        accepted = self.engine.accept_news(item)
+        if accepted is None:
+            return
+        try:
+            self.batcher.validate(accepted.text)
+        except InvalidInput as exc:
+            await self._dead_letter(DeadLetter(exc.reason, "news", accepted.id, None, item.ts_init))
+            return
+        self._pending.append(accepted)
+        if len(self._pending) >= self.batcher.settings.max_batch:
+            await self._score_pending()
 
     async def finish(self) -> None:
         """End of input: score what is pending and close open trade-built bars."""
         await self._score_pending()
         for features, signal in self.engine.flush_bars(self.clock.now_ms()):
             await self._emit(features, signal)
-        for sink in self.sinks.signals:
+        for sink in (*self.sinks.signals, *self.sinks.decisions):
             await sink.flush()
 
     async def _score_pending(self) -> None:
@@ -143,6 +153,8 @@ class Replayer:
         for sink in self.sinks.features:
             await sink.publish(features)
         await self._publish_signal(signal)
+        for decision_sink in self.sinks.decisions:
+            await decision_sink.publish(signal)
 
     async def _publish_signal(self, signal: CompositeSignal) -> None:
         self.report.signals += 1

@@ -101,5 +101,5 @@ def decode_event(payload: bytes | str) -> msgspec.Struct:
 def _dec_hook(kind: type, obj: object) -> object:
     for enum in (Interval, Side, Signal):
         if kind is enum:
-            return enum(obj)
+            return enum(str(obj))
     raise NotImplementedError(kind)

@@ -6,6 +6,7 @@ import csv
 import heapq
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator
+from itertools import pairwise
 from pathlib import Path
 
 from adapters.bybit.frames import to_epoch_ms
@@ -140,7 +141,7 @@ def infer_interval(path: Path) -> Interval:
                 continue
             if len(starts) >= 50:
                 break
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False) if b > a]
+    gaps = [b - a for a, b in pairwise(starts) if b > a]
     if not gaps or min(gaps) not in _INTERVAL_BY_MS:
         raise InvalidInput(f"cannot infer the bar interval of {path}; pass --interval")
     return _INTERVAL_BY_MS[min(gaps)]
