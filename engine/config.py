@@ -5,6 +5,8 @@ lives in :mod:`sigstream.settings`; these are its engine sections, e.g.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, field_validator
 
 from engine.events import Interval
@@ -66,6 +68,9 @@ class EngineSettings(BaseModel):
     """Everything the pure engine needs."""
 
     interval: Interval = Field(Interval.M1, description="Bar interval features are computed on.")
+    bars_from: Literal["klines", "trades"] = Field(
+        "klines", description="Use the venue's confirmed klines, or build bars from trades (never both)."
+    )
     batcher: BatcherSettings = Field(default_factory=BatcherSettings)
     aggregator: AggregatorSettings = Field(default_factory=AggregatorSettings)
     symbols: SymbolMapSettings = Field(default_factory=SymbolMapSettings)

@@ -18,6 +18,7 @@ class EngineStats:
     """Counters reported at the end of a run and exported as metrics."""
 
     bars: int = 0
+    bars_not_used: int = 0
     trades: int = 0
     bars_other_interval: int = 0
     news: int = 0
@@ -52,6 +53,8 @@ class SignalEngine:
         self._latest: dict[str, Features] = {}
         self._seen_news: OrderedDict[str, None] = OrderedDict()
         self._seen_news_limit = 100_000
+        self._bars_from_trades = self.settings.bars_from == "trades"
+        self._building = False
 
     # -- market data -------------------------------------------------------------------------
     def wants(self, symbol: str) -> bool:
@@ -61,6 +64,10 @@ class SignalEngine:
         """A closed bar: update features, then decide. Bars of another interval are counted, not used."""
         if bar.interval != self.interval:
             self.stats.bars_other_interval += 1
+            return None
+        if self._bars_from_trades and not self._building:
+            # Venue klines while bars are built from trades: using both would count each bar twice.
+            self.stats.bars_not_used += 1
             return None
         self.stats.bars += 1
         calculator = self._calculators.get(bar.symbol)
@@ -75,17 +82,28 @@ class SignalEngine:
     def on_trade(self, trade: Trade) -> list[tuple[Features, CompositeSignal]]:
         """A trade: build bars; returns what any bar it closed produced."""
         self.stats.trades += 1
+        if not self._bars_from_trades:
+            return []
         builder = self._builders.get(trade.symbol)
         if builder is None:
             builder = self._builders[trade.symbol] = BarBuilder(trade.symbol, self.interval)
         bar = builder.on_trade(trade)
         if bar is None:
             return []
-        out = self.on_bar(bar)
+        out = self._on_built_bar(bar)
         return [out] if out else []
+
+    def _on_built_bar(self, bar: Bar) -> tuple[Features, CompositeSignal] | None:
+        self._building = True
+        try:
+            return self.on_bar(bar)
+        finally:
+            self._building = False
 
     def closes_bar(self, trade: Trade) -> bool:
         """Whether this trade would close the symbol's open bar (callers score pending news first)."""
+        if not self._bars_from_trades:
+            return False
         builder = self._builders.get(trade.symbol)
         end = builder.open_bar_end() if builder is not None else None
         return end is not None and trade.ts_event >= end
@@ -95,7 +113,7 @@ class SignalEngine:
         results = []
         for builder in self._builders.values():
             bar = builder.flush(ts_init)
-            if bar is not None and (out := self.on_bar(bar)):
+            if bar is not None and (out := self._on_built_bar(bar)):
                 results.append(out)
         return results
 

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from engine.errors import InvalidInput
 from engine.events import Interval
 from sigstream.replaying import ReplayOutputs, open_sources, resolve_interval, run_replay
 from sigstream.settings import load_settings
@@ -26,18 +27,21 @@ def replay(
     dead_letters_out: Path | None = typer.Option(
         None, "--dead-letters-out", help="JSONL of rejected lines with reason and line number."
     ),
+    bars_from: str = typer.Option("klines", "--bars-from", help="klines: confirmed venue bars; trades: build bars."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Replay recorded Bybit frames, kline CSVs and news through the engine, deterministically.
 
     Same input, same bytes out: time comes from the events, never the wall clock.
     """
+    if bars_from not in ("klines", "trades"):
+        raise InvalidInput(f"--bars-from must be klines or trades, not {bars_from!r}")
     settings = load_settings()
     sources = open_sources(paths, news, symbol=symbol, interval=interval, files=settings.files)
     engine_settings = settings.engine.model_copy(
-        update={"interval": resolve_interval(sources, interval, settings.engine.interval)}
+        update={"interval": resolve_interval(sources, interval, settings.engine.interval), "bars_from": bars_from}
     )
-    from adapters.model import load_sentiment_model  # noqa: PLC0415 - torch loads only when replaying
+    from adapters.model import load_sentiment_model
 
     model = load_sentiment_model(settings.model)
     outputs = ReplayOutputs(features_out, signals_out, dead_letters_out)

@@ -54,3 +54,18 @@ def test_news_symbols_from_names_cashtags_and_tags(text, tags, expected) -> None
 def test_symbol_mapping_is_configurable() -> None:
     mapper = SymbolMapper(SymbolMapSettings(names={"Chainlink": "linkusdt"}))
     assert mapper.symbols_for("chainlink oracle news") == ("LINKUSDT",)
+
+
+def test_engine_uses_either_klines_or_trades_for_bars_never_both() -> None:
+    from engine.config import EngineSettings
+    from engine.events import Bar
+    from engine.pipeline import SignalEngine
+
+    kline = Bar("BTCUSDT", Interval.M1, 0, 1.0, 1.0, 1.0, 1.0, 1.0, 60_000, 60_000)
+    from_klines = SignalEngine(EngineSettings(bars_from="klines"))
+    assert from_klines.on_trade(_trade(1_000, 1.0)) == []
+    assert from_klines.on_bar(kline) is not None
+    from_trades = SignalEngine(EngineSettings(bars_from="trades"))
+    assert from_trades.on_bar(kline) is None and from_trades.stats.bars_not_used == 1
+    from_trades.on_trade(_trade(1_000, 1.0))
+    assert len(from_trades.on_trade(_trade(61_000, 2.0))) == 1
