@@ -1,0 +1,145 @@
+"""``sigstream run``: the live service (embedded bus and in-memory store unless --kafka/--redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from adapters.files.sink import DeadLetterFile, JsonlSignalSink
+from adapters.inprocess.client import InProcessBus
+from adapters.inprocess.sink import BusSignalSink
+from adapters.inprocess.store import InMemoryFeatureStore
+from adapters.system.clock import WallClock
+from engine.batcher import MicroBatcher
+from engine.errors import InvalidInput
+from engine.events import Interval
+from engine.pipeline import SignalEngine
+from sigstream.live import LiveService, LiveSinks
+from sigstream.settings import Settings, load_settings
+
+console = Console(stderr=True)
+KNOWN_SOURCES = ("bybit", "rss")
+
+
+def run(
+    sources: str = typer.Option("bybit", "--sources", help="Comma-separated: bybit, rss."),
+    symbols: str = typer.Option("BTCUSDT", "--symbols", help="Comma-separated Bybit symbols."),
+    interval: Interval = typer.Option(Interval.M1, "--interval", help="Kline interval for features."),
+    feeds: list[str] = typer.Option([], "--feed", help="RSS/Atom feed URL (repeatable) for --sources rss."),
+    bybit_url: str | None = typer.Option(None, "--bybit-url", help="Websocket URL (default: Bybit linear)."),
+    kafka: str | None = typer.Option(None, "--kafka", help="Publish raw frames/news to Kafka for workers."),
+    redis: str | None = typer.Option(None, "--redis", help="Cache features in Redis (redis://host:port/0)."),
+    signals_out: Path | None = typer.Option(None, "--signals-out", help="Also append signals as JSONL here."),
+    dead_letters_out: Path | None = typer.Option(None, "--dead-letters-out", help="JSONL of rejected records."),
+    duration: float | None = typer.Option(None, "--duration", min=0.1, help="Stop after this many seconds."),
+) -> None:
+    """Stream live ticks (Bybit v5 websocket) and news (RSS/Atom) into the engine and emit signals.
+
+    Signals are printed as JSON lines on stdout. Ctrl-C or SIGTERM flushes the pending news batch,
+    publishes what it produced, and exits.
+    """
+    chosen = [s.strip() for s in sources.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in KNOWN_SOURCES]
+    if unknown or not chosen:
+        raise InvalidInput(f"unknown source(s) {unknown or chosen}; choose from {', '.join(KNOWN_SOURCES)}")
+    if "rss" in chosen and not feeds:
+        raise InvalidInput("--sources rss needs at least one --feed URL")
+    settings = load_settings()
+    symbol_list = tuple(s.strip().upper() for s in symbols.split(",") if s.strip())
+    bybit_update: dict[str, Any] = {"symbols": symbol_list, "interval": interval}
+    if bybit_url:
+        bybit_update["ws_url"] = bybit_url
+    settings = settings.model_copy(update={
+        "bybit": settings.bybit.model_copy(update=bybit_update),
+        "engine": settings.engine.model_copy(update={"interval": interval}),
+    })
+    if kafka:
+        _run_ingest(settings, chosen, feeds, kafka, duration)
+        return
+    asyncio.run(_run_embedded(settings, chosen, feeds, redis, signals_out, dead_letters_out, duration))
+
+
+async def _run_embedded(
+    settings: Settings, chosen: list[str], feeds: list[str], redis: str | None,
+    signals_out: Path | None, dead_letters_out: Path | None, duration: float | None,
+) -> None:
+    from adapters.model import load_sentiment_model
+
+    clock = WallClock()
+    bus = InProcessBus()
+    dead = DeadLetterFile(dead_letters_out)
+    engine = SignalEngine(settings.engine, symbols=frozenset(settings.bybit.symbols))
+    batcher = MicroBatcher(load_sentiment_model(settings.model), settings.engine.batcher)
+    store: Any = InMemoryFeatureStore()
+    if redis:
+        from adapters.redis.config import RedisSettings
+        from adapters.redis.store import RedisFeatureStore
+
+        store = RedisFeatureStore(RedisSettings(url=redis))
+    signal_sinks: list[Any] = [BusSignalSink(bus), _StdoutSignalSink()]
+    if signals_out:
+        signal_sinks.append(JsonlSignalSink(signals_out))
+    ticks, news = _sources(settings, chosen, feeds, dead, clock)
+    service = LiveService(engine, batcher, LiveSinks(dead, signal_sinks, store=store), clock, ticks=ticks, news=news)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    if duration:
+        loop.call_later(duration, stop.set)
+    console.print(f"[green]sigstream run[/green]: {', '.join(chosen)} for {', '.join(settings.bybit.symbols)}; "
+                  "Ctrl-C to stop")
+    stats = await service.run(stop)
+    dead.close()
+    for sink in signal_sinks:
+        if hasattr(sink, "close"):
+            sink.close()
+    console.print(f"stopped: {stats.market_events} market events, {stats.news} news, {stats.signals} signals, "
+                  f"{stats.dead_letters} dead letters" + (f"; errors: {stats.errors}" if stats.errors else ""))
+
+
+def _sources(settings: Settings, chosen: list[str], feeds: list[str], dead: Any, clock: WallClock) -> tuple[list, list]:
+    ticks: list[Any] = []
+    news: list[Any] = []
+    if "bybit" in chosen:
+        from adapters.bybit.source import BybitTickSource
+
+        ticks.append(BybitTickSource(settings.bybit, dead, clock=clock))
+    if "rss" in chosen:
+        from adapters.rss.config import RssSettings
+        from adapters.rss.source import RssNewsSource
+
+        news.append(RssNewsSource(RssSettings(feeds=feeds), dead, clock=clock))
+    return ticks, news
+
+
+def _run_ingest(settings: Settings, chosen: list[str], feeds: list[str], kafka: str, duration: float | None) -> None:
+    raise InvalidInput("--kafka for `sigstream run` is not wired yet; use `sigstream worker` and replay --to-kafka")
+
+
+class _StdoutSignalSink:
+    """Signals as JSON lines on stdout, for piping into other tools."""
+
+    def __init__(self) -> None:
+        import sys
+
+        from engine.serialization import dumps_line, signal_record
+
+        self._out = sys.stdout.buffer
+        self._line = lambda s: dumps_line(signal_record(s))
+
+    async def publish(self, signal: Any) -> None:
+        self._out.write(self._line(signal))
+        self._out.flush()
+
+    async def flush(self) -> None:
+        self._out.flush()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
