@@ -16,7 +16,8 @@ def open_text(path: Path, mode: str = "r", encoding: str = "utf-8") -> IO[str]:
     if "r" in mode and not path.exists():
         raise InvalidInput(f"no such file: {path}")
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, mode.replace("t", "") + "b"), encoding=encoding, newline="")
+        binary = gzip.GzipFile(filename=str(path), mode=mode.replace("t", "") + "b")
+        return io.TextIOWrapper(binary, encoding=encoding, newline="")
     return path.open(mode, encoding=encoding, newline="")
 
 
@@ -34,5 +35,5 @@ def open_binary_writer(path: Path) -> IO[bytes]:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".gz":
         # mtime=0 keeps gzip output byte-identical across runs.
-        return gzip.GzipFile(filename=str(path), mode="wb", mtime=0)
+        return gzip.GzipFile(filename=str(path), mode="wb", mtime=0)  # type: ignore[return-value]  # GzipFile is a binary IO
     return path.open("wb")

@@ -17,16 +17,20 @@ from typing import Any
 
 import orjson
 
+from adapters.bybit.decoder import FrameDecoder
 from adapters.bybit.frames import to_epoch_ms
-from adapters.bybit.parsing import Parsed, parse_frame
 from engine.errors import InvalidInput
-from engine.events import Bar, Interval, NewsItem
+from engine.events import Bar, Event, Interval, NewsItem
 
 RECORDING_SOURCES = ("bybit", "news")
 
 
-def parse_recording_line(line: str) -> list[Parsed | NewsItem]:
-    """One recording line -> its events; raises :class:`InvalidInput` with the reason."""
+def parse_recording_line(line: str, decoder: FrameDecoder) -> list[Event]:
+    """One recording line -> its events; raises :class:`InvalidInput` with the reason.
+
+    Bybit frames go through the same stateful :class:`FrameDecoder` as the live websocket source,
+    so order books and ticker deltas replay exactly as they were applied live.
+    """
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -40,7 +44,9 @@ def parse_recording_line(line: str) -> list[Parsed | NewsItem]:
     data = record.get("data")
     match source:
         case "bybit":
-            return list(parse_frame(data, ts_init))
+            if not isinstance(data, Mapping):
+                raise InvalidInput("bybit data is not a JSON object")
+            return decoder.decode(data, ts_init)
         case "news":
             return [news_from_record(data, ts_init)]
         case _:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from itertools import pairwise
 from pathlib import Path
 
+from adapters.bybit.decoder import FrameDecoder
 from adapters.bybit.frames import to_epoch_ms
 from adapters.files.client import numbered_lines, open_text
 from adapters.files.config import FilesSettings
@@ -50,16 +51,16 @@ class RecordingSource(FileSource):
 
     def items(self) -> Iterator[ReplayItem]:
         last_ts = 0
+        decoder = FrameDecoder()
         for number, line in numbered_lines(self.path):
             try:
-                parsed = parse_recording_line(line)
+                parsed = parse_recording_line(line, decoder)
             except InvalidInput as exc:
                 yield self._dead(exc, line, number, last_ts)
                 continue
             for item in parsed:
                 last_ts = item.ts_init
-                # Order book updates are applied by the live source's book; replay only counts them.
-                yield item  # type: ignore[misc]  # OrderBookUpdate is counted by the replayer
+                yield item  # type: ignore[misc]  # decoder yields market events and news only
 
 
 class KlineCsvSource(FileSource):
