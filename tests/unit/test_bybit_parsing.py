@@ -174,9 +174,7 @@ def test_ticker_snapshot_and_delta_merge() -> None:
     assert snap == Ticker("BTCUSDT", 17216.0, 17215.5, 17216.0, 1673272861686, TS_INIT)
     [delta] = parse_frame(TICKER_DELTA, TS_INIT + 1)
     assert delta == Ticker("BTCUSDT", None, 17215.0, None, 1673272861702, TS_INIT + 1)
-    assert merge_ticker(snap, delta) == Ticker(
-        "BTCUSDT", 17216.0, 17215.0, 17216.0, 1673272861702, TS_INIT + 1
-    )
+    assert merge_ticker(snap, delta) == Ticker("BTCUSDT", 17216.0, 17215.0, 17216.0, 1673272861702, TS_INIT + 1)
 
 
 def test_ticker_delta_without_prices_yields_nothing() -> None:

@@ -1,0 +1,29 @@
+"""Settings of the ccxt OHLCV backfill (``SIGSTREAM_CCXT__...``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, field_validator
+
+from engine.events import Interval
+
+
+class CcxtSettings(BaseModel):
+    """Which exchange ccxt talks to, where, and how much history warms the features at start-up."""
+
+    exchange: str = Field("bybit", description="ccxt exchange id (the async client is used).")
+    rest_url: str | None = Field(
+        None, description="Base URL replacing every ccxt API URL (a local test server); None = ccxt's default."
+    )
+    category: str = Field("linear", description="Bybit market category loaded by load_markets.")
+    symbols: tuple[str, ...] = Field(("BTCUSDT",), description="Exchange symbol ids to backfill (BTCUSDT).")
+    interval: Interval = Field(Interval.M1, description="Bar interval to backfill.")
+    limit: int = Field(200, ge=1, le=1000, description="Most recent closed bars per symbol (one request).")
+    timeout_ms: int = Field(10_000, ge=100, description="ccxt HTTP timeout per request.")
+    attempts: int = Field(3, ge=1, description="Tries per request on network errors.")
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(s.strip().upper() for s in value.split(",") if s.strip())
+        return value

@@ -1,0 +1,28 @@
+"""Settings of the RSS/Atom news poller (``SIGSTREAM_RSS__...``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class RssSettings(BaseModel):
+    """Which feeds to poll and how often."""
+
+    feeds: tuple[str, ...] = Field(
+        ("https://www.coindesk.com/arc/outboundfeeds/rss/",),
+        description="RSS or Atom feed URLs, polled in order each cycle.",
+    )
+    poll_interval_s: float = Field(60.0, gt=0, description="Seconds between polling cycles.")
+    timeout_s: float = Field(10.0, gt=0, description="HTTP timeout of one feed request.")
+    attempts: int = Field(3, ge=1, description="Tries per feed per cycle on transient errors (5xx, network).")
+    backoff_initial_s: float = Field(0.5, gt=0, description="First retry delay cap (full jitter).")
+    user_agent: str = Field("sigstream/0.1 (+rss poller)", description="User-Agent header sent to feeds.")
+    max_seen: int = Field(100_000, ge=1, description="Item ids remembered for de-duplication.")
+
+    @field_validator("feeds", mode="before")
+    @classmethod
+    def _split_feeds(cls, value: object) -> object:
+        # Environment variables arrive as "url1,url2".
+        if isinstance(value, str):
+            return tuple(url.strip() for url in value.split(",") if url.strip())
+        return value
