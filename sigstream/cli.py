@@ -11,6 +11,7 @@ import logging
 import sys
 
 import typer
+from pydantic import ValidationError
 
 from engine.errors import FatalError, InvalidInput
 
@@ -57,6 +58,12 @@ def main() -> None:
         app()
     except InvalidInput as exc:
         typer.echo(f"error: {exc.reason}", err=True)
+        raise SystemExit(2) from None
+    except ValidationError as exc:
+        # Settings from the environment: name the variable, not a traceback.
+        first = exc.errors()[0]
+        where = "__".join(str(p).upper() for p in first["loc"])
+        typer.echo(f"error: SIGSTREAM_{where}: {first['msg']} (got {first.get('input')!r})", err=True)
         raise SystemExit(2) from None
     except FatalError as exc:
         typer.echo(f"fatal: {exc}", err=True)

@@ -10,8 +10,12 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.bybit.config import BybitSettings
+from adapters.ccxt.config import CcxtSettings
 from adapters.files.config import FilesSettings
+from adapters.kafka.config import KafkaSettings
 from adapters.model.config import ModelSettings
+from adapters.redis.config import RedisSettings
+from adapters.rss.config import RssSettings
 from engine.config import EngineSettings
 
 
@@ -26,6 +30,10 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
     bybit: BybitSettings = Field(default_factory=BybitSettings)
+    rss: RssSettings = Field(default_factory=RssSettings)
+    ccxt: CcxtSettings = Field(default_factory=CcxtSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
 
 
 def load_settings() -> Settings:

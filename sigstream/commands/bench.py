@@ -38,7 +38,7 @@ def bench(
     if texts:
         result["sentiment"] = _sentiment(texts, data)
     if kafka:
-        from adapters.kafka.bench import run_kafka_bench  # noqa: PLC0415 - needs a running broker
+        from adapters.kafka.bench import run_kafka_bench
 
         result["kafka"] = run_kafka_bench(kafka)
     if as_json:
@@ -47,7 +47,7 @@ def bench(
 
 
 def _sentiment(count: int, spec: str) -> list[dict[str, Any]]:
-    from adapters.datasets.source import load_spec  # noqa: PLC0415 - torch-heavy imports only when asked
+    from adapters.datasets.source import load_spec
     from adapters.model import TransformersSentimentModel
     from sigstream.settings import load_settings
 

@@ -28,11 +28,11 @@ def evaluate(
     ``model_dir`` is a peft adapter directory (served on ``base``, default the bundled MiniLM) or a full
     sequence-classification model (path or hub id); None serves the shipped default adapter.
     """
-    from adapters.datasets import load_spec  # noqa: PLC0415 - keeps `sigstream --help` fast
-    from adapters.model import ModelSettings, TransformersSentimentModel  # noqa: PLC0415
-    from pydantic import ValidationError  # noqa: PLC0415
+    from pydantic import ValidationError
 
-    from sigstream.training.metrics import classification_metrics  # noqa: PLC0415
+    from adapters.datasets import load_spec
+    from adapters.model import ModelSettings, TransformersSentimentModel
+    from sigstream.training.metrics import classification_metrics
 
     data = load_spec(data_spec)
     if not data.examples:
@@ -53,7 +53,9 @@ def evaluate(
         settings = ModelSettings.model_validate({**ModelSettings().model_dump(), **update})
     except ValidationError as exc:
         raise InvalidInput(f"bad model option: {exc.errors()[0]['msg']}") from None
-    model = TransformersSentimentModel.baseline(settings) if baseline else TransformersSentimentModel.optimized(settings)
+    model = (
+        TransformersSentimentModel.baseline(settings) if baseline else TransformersSentimentModel.optimized(settings)
+    )
     started = time.perf_counter()
     probs = model.predict_proba(data.texts)
     elapsed = time.perf_counter() - started
@@ -67,7 +69,7 @@ def evaluate(
 
 
 def _table(report: dict[str, Any], data_spec: str) -> Any:
-    from rich.table import Table  # noqa: PLC0415
+    from rich.table import Table
 
     table = Table(title=f"sigstream eval: {data_spec} (n={report['n']}, bad rows={report['bad_rows']})")
     for col in ("label", "precision", "recall", "f1", "support"):
@@ -92,14 +94,27 @@ def eval_command(
     json_out: bool = typer.Option(False, "--json", help="Write the metrics JSON to stdout (table goes to stderr)."),
 ) -> None:
     """Evaluate a sentiment model: accuracy, macro/weighted F1, per-class scores, confusion, texts/s."""
-    from rich.console import Console  # noqa: PLC0415
+    from rich.console import Console
 
     report = evaluate(data, model_dir=model, base=base, batch_size=batch_size, baseline=baseline, quantize=quantize)
     if report["bad_rows"]:
         typer.echo(f"{report['bad_rows']} bad rows not scored: {report['bad_row_reasons']}", err=True)
     Console(file=sys.stderr if json_out else sys.stdout).print(_table(report, data))
     if json_out:
-        contract = {k: report[k] for k in ("n", "accuracy", "macro_f1", "weighted_f1", "per_class", "confusion", "labels", "texts_per_s", "bad_rows")}
+        contract = {
+            k: report[k]
+            for k in (
+                "n",
+                "accuracy",
+                "macro_f1",
+                "weighted_f1",
+                "per_class",
+                "confusion",
+                "labels",
+                "texts_per_s",
+                "bad_rows",
+            )
+        }
         sys.stdout.write(json.dumps(contract) + "\n")
 
 

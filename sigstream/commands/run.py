@@ -16,7 +16,7 @@ from adapters.inprocess.sink import BusSignalSink
 from adapters.inprocess.store import InMemoryFeatureStore
 from adapters.system.clock import WallClock
 from engine.batcher import MicroBatcher
-from engine.errors import InvalidInput
+from engine.errors import InvalidInput, TransientError
 from engine.events import Interval
 from engine.pipeline import SignalEngine
 from sigstream.live import LiveService, LiveSinks
@@ -37,6 +37,9 @@ def run(
     signals_out: Path | None = typer.Option(None, "--signals-out", help="Also append signals as JSONL here."),
     dead_letters_out: Path | None = typer.Option(None, "--dead-letters-out", help="JSONL of rejected records."),
     duration: float | None = typer.Option(None, "--duration", min=0.1, help="Stop after this many seconds."),
+    backfill: int = typer.Option(200, "--backfill", min=0, help="Closed bars fetched over REST (ccxt) to warm "
+                                 "the features before streaming; 0 skips."),
+    rest_url: str | None = typer.Option(None, "--rest-url", help="REST base URL for the backfill (default: Bybit)."),
 ) -> None:
     """Stream live ticks (Bybit v5 websocket) and news (RSS/Atom) into the engine and emit signals.
 
@@ -57,16 +60,21 @@ def run(
     settings = settings.model_copy(update={
         "bybit": settings.bybit.model_copy(update=bybit_update),
         "engine": settings.engine.model_copy(update={"interval": interval}),
+        "rss": settings.rss.model_copy(update={"feeds": tuple(feeds)}) if feeds else settings.rss,
+        "ccxt": settings.ccxt.model_copy(update={
+            "symbols": symbol_list, "interval": interval, "limit": max(backfill, 1),
+            **({"rest_url": rest_url} if rest_url else {}),
+        }),
     })
     if kafka:
         _run_ingest(settings, chosen, feeds, kafka, duration)
         return
-    asyncio.run(_run_embedded(settings, chosen, feeds, redis, signals_out, dead_letters_out, duration))
+    asyncio.run(_run_embedded(settings, chosen, redis, signals_out, dead_letters_out, duration, backfill > 0))
 
 
 async def _run_embedded(
-    settings: Settings, chosen: list[str], feeds: list[str], redis: str | None,
-    signals_out: Path | None, dead_letters_out: Path | None, duration: float | None,
+    settings: Settings, chosen: list[str], redis: str | None,
+    signals_out: Path | None, dead_letters_out: Path | None, duration: float | None, backfill: bool,
 ) -> None:
     from adapters.model import load_sentiment_model
 
@@ -84,7 +92,9 @@ async def _run_embedded(
     signal_sinks: list[Any] = [BusSignalSink(bus), _StdoutSignalSink()]
     if signals_out:
         signal_sinks.append(JsonlSignalSink(signals_out))
-    ticks, news = _sources(settings, chosen, feeds, dead, clock)
+    if backfill and "bybit" in chosen:
+        await _backfill(settings, engine, dead)
+    ticks, news = _sources(settings, chosen, dead, clock)
     service = LiveService(engine, batcher, LiveSinks(dead, signal_sinks, store=store), clock, ticks=ticks, news=news)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -103,7 +113,23 @@ async def _run_embedded(
                   f"{stats.dead_letters} dead letters" + (f"; errors: {stats.errors}" if stats.errors else ""))
 
 
-def _sources(settings: Settings, chosen: list[str], feeds: list[str], dead: Any, clock: WallClock) -> tuple[list, list]:
+async def _backfill(settings: Settings, engine: SignalEngine, dead: Any) -> None:
+    """Warm each symbol's features from recent REST bars; a failure leaves the engine cold, loudly."""
+    from adapters.ccxt.source import CcxtBackfillSource
+
+    source = CcxtBackfillSource(settings.ccxt, dead)
+    try:
+        for symbol in settings.ccxt.symbols:
+            bars = await source.backfill(symbol)
+            engine.warm(symbol, bars)
+            console.print(f"backfilled {len(bars)} {settings.ccxt.interval} bars of {symbol}")
+    except TransientError as exc:
+        console.print(f"[yellow]backfill failed, starting with cold features: {exc}[/yellow]")
+    finally:
+        await source.close()
+
+
+def _sources(settings: Settings, chosen: list[str], dead: Any, clock: WallClock) -> tuple[list, list]:
     ticks: list[Any] = []
     news: list[Any] = []
     if "bybit" in chosen:
@@ -111,10 +137,9 @@ def _sources(settings: Settings, chosen: list[str], feeds: list[str], dead: Any,
 
         ticks.append(BybitTickSource(settings.bybit, dead, clock=clock))
     if "rss" in chosen:
-        from adapters.rss.config import RssSettings
         from adapters.rss.source import RssNewsSource
 
-        news.append(RssNewsSource(RssSettings(feeds=feeds), dead, clock=clock))
+        news.append(RssNewsSource(settings.rss, dead, clock=clock))
     return ticks, news
 
 

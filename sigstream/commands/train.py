@@ -24,7 +24,9 @@ DEFAULT_ADAPTER_ARGS: tuple[str, ...] = (
 def train_command(
     method: str = typer.Option(..., "--method", help=f"One of: {', '.join(METHODS)}."),
     base: str | None = typer.Option(None, "--base", help="Hub id or local path; default: bundled all-MiniLM-L6-v2."),
-    data: list[str] = typer.Option(..., "--data", help="Training data spec, repeatable: fpb[:50|66|75|all][:train|test], tfns, CSV."),
+    data: list[str] = typer.Option(
+        ..., "--data", help="Training data spec, repeatable: fpb[:50|66|75|all][:train|test], tfns, CSV."
+    ),
     out: Path = typer.Option(..., "--out", help="Output directory for the adapter and its reports."),
     eval_data: list[str] = typer.Option([], "--eval-data", help="Held-out spec scored after training (repeatable)."),
     epochs: int = typer.Option(3, help="Passes over the training split."),
@@ -52,8 +54,8 @@ def train_command(
     json_out: bool = typer.Option(False, "--json", help="Print the run's metrics as JSON."),
 ) -> None:
     """Fine-tune an adapter; writes the adapter, training_config.json, metrics.json and training_curve.png."""
-    from sigstream.training.config import TrainConfig  # noqa: PLC0415 - keeps `sigstream --help` fast
-    from sigstream.training.trainer import train  # noqa: PLC0415
+    from sigstream.training.config import TrainConfig
+    from sigstream.training.trainer import train
 
     fields: dict[str, object] = {
         "method": method, "data": data, "out": out, "eval_data": eval_data, "epochs": epochs,
@@ -74,22 +76,24 @@ def train_command(
         "train_seconds": round(result.train_seconds, 1),
         "peak_memory_mb": round(result.peak_memory_mb, 1),
         "val_weighted_f1": result.val_metrics["weighted_f1"],
-        "held_out": {k: {"weighted_f1": v["weighted_f1"], "accuracy": v["accuracy"]} for k, v in result.eval_metrics.items()},
+        "held_out": {
+            k: {"weighted_f1": v["weighted_f1"], "accuracy": v["accuracy"]} for k, v in result.eval_metrics.items()
+        },
     }
     typer.echo(json.dumps(summary, indent=None if json_out else 2))
 
 
 def _check_method(method: str) -> None:
-    from sigstream.training.methods import get_method  # noqa: PLC0415
+    from sigstream.training.methods import get_method
 
     get_method(method)
 
 
 def train_default() -> None:
     """Reproduce the shipped default adapter (the Makefile's ``train-default`` target calls this)."""
-    from sigstream.cli import main  # noqa: PLC0415
+    import sys
 
-    import sys  # noqa: PLC0415
+    from sigstream.cli import main
 
     sys.argv = ["sigstream", "train", *DEFAULT_ADAPTER_ARGS]
     main()

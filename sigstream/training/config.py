@@ -48,6 +48,7 @@ class TrainConfig(BaseModel):
     patience: int = Field(2, ge=1, description="Early stopping: evaluations without a lower val loss.")
     evals_per_epoch: int = Field(1, ge=1, description="Validation passes per epoch.")
     resume: bool = Field(False, description="Continue from out/checkpoint when it exists.")
+    keep_checkpoint: bool = Field(False, description="Keep out/checkpoint after a finished run (to extend it later).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
     gradient_checkpointing: bool = Field(False, description="QLoRA: recompute activations to save memory.")
     progress: bool = Field(True, description="Show a tqdm progress bar.")

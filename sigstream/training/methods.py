@@ -32,7 +32,7 @@ class Method:
 
 
 def _lora(cfg: TrainConfig) -> Any:
-    from peft import LoraConfig, TaskType  # noqa: PLC0415
+    from peft import LoraConfig, TaskType
 
     targets: str | list[str] = "all-linear" if cfg.target_modules == ["all-linear"] else list(cfg.target_modules)
     return LoraConfig(
@@ -47,7 +47,7 @@ def _lora(cfg: TrainConfig) -> Any:
 
 
 def _prefix(cfg: TrainConfig) -> Any:
-    from peft import PrefixTuningConfig, TaskType  # noqa: PLC0415
+    from peft import PrefixTuningConfig, TaskType
 
     return PrefixTuningConfig(
         task_type=TaskType.SEQ_CLS,
@@ -69,7 +69,7 @@ METHODS: dict[str, Method] = {
 
 def get_method(name: str) -> Method:
     """Look a method up; unknown names are bad input."""
-    from engine.errors import InvalidInput  # noqa: PLC0415
+    from engine.errors import InvalidInput
 
     try:
         return METHODS[name]

@@ -32,6 +32,13 @@ from sigstream.training.metrics import classification_metrics
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
+# bitsandbytes asserts in fix_4bit_weight_quant_state_from_module when a Linear4bit holds a weight that was
+# never quantized, which is what a head initialised after loading is; docs/model.md, "QLoRA on CPU".
+KBIT_FORWARD_FAILED = (
+    "{method} forward failed on {device} inside bitsandbytes ({exc}): a 4-bit layer holds a weight that was "
+    "never quantized, typically a newly initialised head or pooler. Keep such modules out of 4-bit "
+    "(adapters.model.client.KBIT_SKIP_MODULES) or train with --method lora."
+)
 STATE_FILE = "training_state.pt"
 
 
@@ -49,28 +56,30 @@ class TrainResult:
     peak_memory_mb: float
     stopped_early: bool
     step_losses: list[float] = field(default_factory=list)
+    model: Any = None  # the trained peft model (best weights), for callers that keep using it in-process
+    tokenizer: Any = None
 
 
 def set_seed(seed: int) -> None:
-    import numpy as np  # noqa: PLC0415
-    import torch  # noqa: PLC0415
+    import numpy as np
+    import torch
 
     random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 - seeds any library code that uses the legacy global generator
+    np.random.seed(seed)
     torch.manual_seed(seed)
 
 
 def build_model(cfg: TrainConfig, device: str) -> tuple[Any, Any, Any]:
     """Base (quantized when the method says so) + a fresh peft adapter. Returns (tokenizer, model, label_index)."""
-    import torch  # noqa: PLC0415
-    from peft import get_peft_model, prepare_model_for_kbit_training  # noqa: PLC0415
+    import torch
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
     method = get_method(cfg.method)
     qconfig = client.bnb_config(method.quantize, compute_dtype=torch.bfloat16 if device == "cuda" else torch.float32)
     device_map = {"": device} if qconfig is not None else None
     tokenizer = client.load_tokenizer(cfg.base)
     model, label_index, _ = client.load_base(
-        cfg.base, dtype=torch.float32, quantization_config=qconfig, device_map=device_map
+        cfg.base, dtype=torch.float32, quantization_config=qconfig, device_map=device_map, quiet=True
     )
     if qconfig is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
@@ -95,8 +104,8 @@ def class_weights(labels: Sequence[int], n_classes: int = 3) -> list[float]:
 
 def make_loss(cfg: TrainConfig, weights: list[float] | None, device: str) -> Any:
     """Cross-entropy (weighted, smoothed) or focal loss, as a callable (logits, targets) -> loss."""
-    import torch  # noqa: PLC0415
-    import torch.nn.functional as F  # noqa: N812, PLC0415
+    import torch
+    import torch.nn.functional as F
 
     w = torch.tensor(weights, device=device) if weights else None
     if cfg.focal_gamma is None:
@@ -116,7 +125,7 @@ def make_loss(cfg: TrainConfig, weights: list[float] | None, device: str) -> Any
 
 
 def _batches(tokenizer: Any, encoded: list[list[int]], labels: list[int], idx: Sequence[int], device: str) -> Any:
-    import torch  # noqa: PLC0415
+    import torch
 
     batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
     batch = {k: v.to(device) for k, v in batch.items()}
@@ -127,7 +136,7 @@ def evaluate_model(
     model: Any, tokenizer: Any, examples: Sequence[Example], cfg: TrainConfig, device: str, loss_fn: Any = None
 ) -> tuple[dict[str, Any], float]:
     """Metrics and mean loss of ``model`` on ``examples`` (length-sorted batches, inference mode)."""
-    import torch  # noqa: PLC0415
+    import torch
 
     encoded = tokenizer([e.text for e in examples], truncation=True, max_length=cfg.max_length)["input_ids"]
     labels = [e.label for e in examples]
@@ -170,7 +179,7 @@ def epoch_order(encoded: Sequence[Sequence[int]], batch_size: int, rng: random.R
 
 def _peak_memory_mb(device: str) -> float:
     if device == "cuda":
-        import torch  # noqa: PLC0415
+        import torch
 
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
@@ -199,13 +208,11 @@ def load_training_data(cfg: TrainConfig) -> tuple[list[Example], list[Example], 
     return train, val, data
 
 
-def train(cfg: TrainConfig) -> TrainResult:  # noqa: C901 - one linear loop reads better whole
+def train(cfg: TrainConfig) -> TrainResult:
     """Run one fine-tuning job as configured; see the module docstring for what it writes."""
-    import torch  # noqa: PLC0415
-    from peft import set_peft_model_state_dict  # noqa: PLC0415
-    from peft.utils import get_peft_model_state_dict  # noqa: PLC0415
-    from tqdm.auto import tqdm  # noqa: PLC0415
-    from transformers import get_linear_schedule_with_warmup  # noqa: PLC0415
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
 
     method = get_method(cfg.method)
     device = client.resolve_device(cfg.device)
@@ -215,10 +222,7 @@ def train(cfg: TrainConfig) -> TrainResult:  # noqa: C901 - one linear loop read
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / CHECKPOINT_DIR
 
-    try:
-        tokenizer, model, _ = build_model(cfg, device)
-    except AssertionError as exc:  # bitsandbytes' CPU quant-state assertion; explained in docs/model.md
-        raise FatalError(f"{cfg.method} could not build its model on {device}: {exc!r}") from exc
+    tokenizer, model, _ = build_model(cfg, device)
     trainable, total = count_params(model)
     log.info("%s: %d trainable of %d parameters", cfg.method, trainable, total)
 
@@ -230,7 +234,9 @@ def train(cfg: TrainConfig) -> TrainResult:  # noqa: C901 - one linear loop read
     val_loss_fn = torch.nn.CrossEntropyLoss()
 
     steps_per_epoch = math.ceil(len(train_ex) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+    total_steps = (
+        steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr or method.default_lr, weight_decay=cfg.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, round(total_steps * cfg.warmup_ratio), total_steps)
@@ -242,7 +248,7 @@ def train(cfg: TrainConfig) -> TrainResult:  # noqa: C901 - one linear loop read
     best_state: dict[str, Any] | None = None
     if cfg.resume and (ckpt / STATE_FILE).is_file():
         state = torch.load(ckpt / STATE_FILE, map_location=device, weights_only=False)
-        set_peft_model_state_dict(model, state["adapter"])
+        load_trainable(model, state["adapter"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, best_loss, bad_evals = state["step"], state["best_loss"], state["bad_evals"]
@@ -262,8 +268,15 @@ def train(cfg: TrainConfig) -> TrainResult:  # noqa: C901 - one linear loop read
         for b in range(step % steps_per_epoch, steps_per_epoch):
             if step >= total_steps:
                 break
-            batch, y = _batches(tokenizer, encoded, labels, order[b * cfg.batch_size : (b + 1) * cfg.batch_size], device)
-            loss = loss_fn(model(**batch).logits.float(), y)
+            batch, y = _batches(
+                tokenizer, encoded, labels, order[b * cfg.batch_size : (b + 1) * cfg.batch_size], device
+            )
+            try:
+                loss = loss_fn(model(**batch).logits.float(), y)
+            except AssertionError as exc:
+                if method.quantize == "none":
+                    raise
+                raise FatalError(KBIT_FORWARD_FAILED.format(method=cfg.method, device=device, exc=repr(exc))) from exc
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -289,14 +302,14 @@ def train(cfg: TrainConfig) -> TrainResult:  # noqa: C901 - one linear loop read
                 log.info("step %d: val loss %.4f, weighted F1 %.4f", step, val_loss, metrics["weighted_f1"])
                 if val_loss < best_loss:
                     best_loss, bad_evals = val_loss, 0
-                    best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+                    best_state = trainable_state(model)
                 else:
                     bad_evals += 1
                     stopped_early = bad_evals >= cfg.patience
                 _save_checkpoint(
                     ckpt,
                     {
-                        "adapter": get_peft_model_state_dict(model),
+                        "adapter": trainable_state(model),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "step": step,
@@ -316,7 +329,7 @@ def train(cfg: TrainConfig) -> TrainResult:  # noqa: C901 - one linear loop read
     train_seconds = elapsed_before + time.perf_counter() - started
 
     if best_state is not None:
-        set_peft_model_state_dict(model, best_state)
+        load_trainable(model, best_state)
     model.save_pretrained(out)
     val_metrics, _ = evaluate_model(model, tokenizer, val_ex, cfg, device)
     eval_metrics: dict[str, dict[str, Any]] = {}
@@ -326,16 +339,43 @@ def train(cfg: TrainConfig) -> TrainResult:  # noqa: C901 - one linear loop read
         eval_metrics[spec] = metrics
         log.info("%s: weighted F1 %.4f, accuracy %.4f", spec, metrics["weighted_f1"], metrics["accuracy"])
     result = TrainResult(
-        out, history, val_metrics, eval_metrics, trainable, total, train_seconds, _peak_memory_mb(device),
-        stopped_early, step_losses,
+        out,
+        history,
+        val_metrics,
+        eval_metrics,
+        trainable,
+        total,
+        train_seconds,
+        _peak_memory_mb(device),
+        stopped_early,
+        step_losses,
+        model,
+        tokenizer,
     )
     _write_reports(cfg, result, data, len(train_ex), len(val_ex), device)
-    shutil.rmtree(ckpt, ignore_errors=True)
+    if not cfg.keep_checkpoint:
+        shutil.rmtree(ckpt, ignore_errors=True)
     return result
 
 
+def trainable_state(model: Any) -> dict[str, Any]:
+    """Copies of the trainable tensors, by module path.
+
+    Not peft's get_peft_model_state_dict: for prefix tuning with a projection that exports the projected
+    prefix (the inference form), which cannot be loaded back into a model that is still training.
+    """
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable(model: Any, state: dict[str, Any]) -> None:
+    missing = set(state) - {n for n, _ in model.named_parameters()}
+    if missing:
+        raise FatalError(f"checkpoint does not match the model: unknown tensors {sorted(missing)[:3]}")
+    model.load_state_dict(state, strict=False)
+
+
 def _save_checkpoint(ckpt: Path, state: dict[str, Any]) -> None:
-    import torch  # noqa: PLC0415
+    import torch
 
     ckpt.mkdir(parents=True, exist_ok=True)
     tmp = ckpt / (STATE_FILE + ".tmp")
@@ -377,15 +417,17 @@ def _write_reports(
 
 def plot_curve(result: TrainResult, path: Path) -> None:
     """Training loss per step (smoothed) and validation loss per evaluation."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
     losses = result.step_losses
     k = max(1, len(losses) // 50)
-    smooth = [sum(losses[max(0, i - k + 1) : i + 1]) / len(losses[max(0, i - k + 1) : i + 1]) for i in range(len(losses))]
+    smooth = [
+        sum(losses[max(0, i - k + 1) : i + 1]) / len(losses[max(0, i - k + 1) : i + 1]) for i in range(len(losses))
+    ]
     ax.plot(range(1, len(losses) + 1), smooth, label=f"train loss (mean of {k})", alpha=0.8)
     if result.history:
         ax.plot([h["step"] for h in result.history], [h["val_loss"] for h in result.history], "o-", label="val loss")

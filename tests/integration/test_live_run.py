@@ -1,0 +1,70 @@
+"""`sigstream run` end to end: real Bybit-protocol websocket, RSS over HTTP, ccxt backfill over REST."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from adapters.bybit.frames import kline_frame
+from adapters.ccxt.testserver import synthetic_bars
+from adapters.rss.testserver import FeedItem
+from engine.events import Interval
+from tests.support.data import REPO_ROOT
+from tests.support.servers import bybit_rest_server, bybit_ws_server, rss_http_server
+
+pytestmark = pytest.mark.integration
+
+
+async def test_run_streams_signals_and_flushes_on_sigterm() -> None:
+    start = 1_735_689_600_000
+    history = synthetic_bars("BTCUSDT", Interval.M1, start, 60)
+    live = synthetic_bars("BTCUSDT", Interval.M1, start + 60 * 60_000, 30)
+    frames = [kline_frame(bar, "BTCUSDT", Interval.M1) for bar in live]
+    now = datetime.now(UTC)
+    news = [FeedItem(f"Bitcoin surges to a record as ETF demand climbs {i}", f"http://news.test/{i}", now)
+            for i in range(3)]
+    async with bybit_ws_server(frames, pace_s=0.05) as ws, rss_http_server(news) as feed, \
+            bybit_rest_server() as rest:
+        rest.add_bars(history)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "SIGSTREAM_RSS__POLL_INTERVAL_S": "0.2",
+               "SIGSTREAM_BYBIT__TRADES": "false", "SIGSTREAM_BYBIT__TICKERS": "false",
+               "SIGSTREAM_BYBIT__ORDERBOOK_DEPTH": "0",
+               # a batch that never fills and never times out: only the shutdown flush can score it
+               "SIGSTREAM_ENGINE__BATCHER__MAX_WAIT_MS": "60000"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sigstream.cli", "run", "--sources", "bybit,rss", "--symbols", "BTCUSDT",
+            "--feed", feed.url, "--bybit-url", ws.url, "--rest-url", rest.url, "--backfill", "50",
+            cwd=REPO_ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        lines: list[dict] = []
+        try:
+            async with asyncio.timeout(120):
+                while len(lines) < 10:
+                    line = await proc.stdout.readline()
+                    assert line, (await proc.stderr.read()).decode()[-3000:]
+                    lines.append(orjson.loads(line))
+            # the feed is polled every 0.2 s: by now the three items wait in the batcher
+            await asyncio.sleep(3)
+            assert all(s["num_sources"] == 0 for s in lines)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+        rest_out, err = await asyncio.wait_for(proc.communicate(), 60)
+        lines += [orjson.loads(line) for line in rest_out.splitlines()]
+    assert proc.returncode == 0, err.decode()[-3000:]
+    stderr = err.decode()
+    assert "backfilled 50 1m bars of BTCUSDT" in stderr
+    assert "stopped:" in stderr
+    # warm features: the first live bar already has its 20-bar windows filled from the backfill
+    first_bar_signal = next(s for s in lines if s["num_sources"] == 0 or s["features"])
+    assert first_bar_signal["features"]["volatility_20"] is not None
+    news_signals = [s for s in lines if s["num_sources"] > 0]
+    assert len(news_signals) == 3  # one per news item, all published by the shutdown flush
+    assert news_signals[-1]["num_sources"] == 3
+    assert {s["symbol"] for s in lines} == {"BTCUSDT"}
