@@ -89,8 +89,10 @@ def _check_kline_file(path: Path, symbol: str, interval: Interval) -> None:
     except InvalidInput:
         return  # too few rows to tell; the backtester still rejects overlapping bars
     if own != interval:
-        raise InvalidInput(f"--prices {path.name} holds {own.value} bars but --interval is {interval.value}; "
-                           f"pass --interval {own.value}")
+        raise InvalidInput(
+            f"--prices {path.name} holds {own.value} bars but --interval is {interval.value}; "
+            f"pass --interval {own.value}"
+        )
 
 
 async def run_backtest_files(
@@ -112,8 +114,15 @@ async def run_backtest_files(
     bar = tqdm(desc="backtest", unit=" events", disable=not progress, mininterval=0.5)
     try:
         return await run_backtest(
-            merge_in_time_order(sources), engine, batcher, settings, dead, symbol=symbol,
-            start_ms=start_ms, end_ms=end_ms, on_progress=bar.update,
+            merge_in_time_order(sources),
+            engine,
+            batcher,
+            settings,
+            dead,
+            symbol=symbol,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            on_progress=bar.update,
         )
     finally:
         bar.close()
@@ -156,24 +165,66 @@ def write_report(result: BacktestResult, report: dict[str, Any], folder: Path) -
 def write_trades_csv(result: BacktestResult, path: Path) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["trade", "direction", "status", "quantity", "entry_decided", "entry_time", "entry_price",
-                         "exit_decided", "exit_time", "exit_price", "bars_held", "fees", "pnl", "return"])
+        writer.writerow(
+            [
+                "trade",
+                "direction",
+                "status",
+                "quantity",
+                "entry_decided",
+                "entry_time",
+                "entry_price",
+                "exit_decided",
+                "exit_time",
+                "exit_price",
+                "bars_held",
+                "fees",
+                "pnl",
+                "return",
+            ]
+        )
         for number, t in enumerate(result.trades, start=1):
-            writer.writerow([number, t.direction, t.status, f"{t.quantity:.8f}", iso(t.entry_decided_at),
-                             iso(t.entry_ts), f"{t.entry_price:.8g}", iso(t.exit_decided_at), iso(t.exit_ts),
-                             f"{t.exit_price:.8g}", t.bars_held, f"{t.fees:.6f}", f"{t.pnl:.6f}",
-                             f"{t.return_pct:.6f}"])
+            writer.writerow(
+                [
+                    number,
+                    t.direction,
+                    t.status,
+                    f"{t.quantity:.8f}",
+                    iso(t.entry_decided_at),
+                    iso(t.entry_ts),
+                    f"{t.entry_price:.8g}",
+                    iso(t.exit_decided_at),
+                    iso(t.exit_ts),
+                    f"{t.exit_price:.8g}",
+                    t.bars_held,
+                    f"{t.fees:.6f}",
+                    f"{t.pnl:.6f}",
+                    f"{t.return_pct:.6f}",
+                ]
+            )
 
 
 def write_fills_csv(result: BacktestResult, path: Path) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["decided", "filled", "side", "quantity", "open", "price", "notional", "fee", "slippage",
-                         "position_after"])
+        writer.writerow(
+            ["decided", "filled", "side", "quantity", "open", "price", "notional", "fee", "slippage", "position_after"]
+        )
         for f in result.fills:
-            writer.writerow([iso(f.decided_at), iso(f.ts), f.side, f"{f.quantity:.8f}", f"{f.reference_price:.8g}",
-                             f"{f.price:.8g}", f"{f.notional:.6f}", f"{f.fee:.6f}", f"{f.slippage:.6f}",
-                             f"{f.position_after:.8f}"])
+            writer.writerow(
+                [
+                    iso(f.decided_at),
+                    iso(f.ts),
+                    f.side,
+                    f"{f.quantity:.8f}",
+                    f"{f.reference_price:.8g}",
+                    f"{f.price:.8g}",
+                    f"{f.notional:.6f}",
+                    f"{f.fee:.6f}",
+                    f"{f.slippage:.6f}",
+                    f"{f.position_after:.8f}",
+                ]
+            )
 
 
 def plot_equity(result: BacktestResult, path: Path) -> None:
@@ -187,8 +238,9 @@ def plot_equity(result: BacktestResult, path: Path) -> None:
     times = [datetime.fromtimestamp(p.ts / 1000, tz=UTC) for p in result.points]
     equity = [p.equity for p in result.points]
     benchmark = [p.benchmark for p in result.points]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 4.8), dpi=90, sharex=True,
-                                      gridspec_kw={"height_ratios": [2, 1]})
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(8, 4.8), dpi=90, sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
     try:
         top.plot(times, equity, label="strategy", color="tab:blue", linewidth=1.2)
         top.plot(times, benchmark, label="buy and hold", color="tab:gray", linewidth=1.0)
@@ -196,10 +248,12 @@ def plot_equity(result: BacktestResult, path: Path) -> None:
         top.set_title(f"{result.symbol} {result.interval.value}: composite-signal strategy vs buy and hold")
         top.legend(loc="best", fontsize=8)
         top.grid(alpha=0.3)
-        bottom.fill_between(times, [-100 * d for d in drawdown_series(equity)], color="tab:blue", alpha=0.4,
-                            label="strategy")
-        bottom.plot(times, [-100 * d for d in drawdown_series(benchmark)], color="tab:gray", linewidth=1.0,
-                    label="buy and hold")
+        bottom.fill_between(
+            times, [-100 * d for d in drawdown_series(equity)], color="tab:blue", alpha=0.4, label="strategy"
+        )
+        bottom.plot(
+            times, [-100 * d for d in drawdown_series(benchmark)], color="tab:gray", linewidth=1.0, label="buy and hold"
+        )
         bottom.set_ylabel("drawdown %")
         bottom.grid(alpha=0.3)
         fig.autofmt_xdate()

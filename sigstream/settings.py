@@ -14,6 +14,7 @@ from adapters.ccxt.config import CcxtSettings
 from adapters.files.config import FilesSettings
 from adapters.kafka.config import KafkaSettings
 from adapters.model.config import ModelSettings
+from adapters.prometheus.config import MetricsSettings
 from adapters.redis.config import RedisSettings
 from adapters.rss.config import RssSettings
 from engine.config import EngineSettings
@@ -34,6 +35,7 @@ class Settings(BaseSettings):
     ccxt: CcxtSettings = Field(default_factory=CcxtSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
 
 def load_settings() -> Settings:

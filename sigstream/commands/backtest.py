@@ -70,18 +70,33 @@ def backtest(
     settings = load_settings()
     symbol = symbol.strip().upper()
     start_ms, end_ms = _time_option(start, "--start"), _time_option(end, "--end")
-    account = validated(BacktestSettings, initial_capital=initial_capital, position_size=position_size,
-                        fee_bps=fee_bps, slippage_bps=slippage_bps, allow_short=short)
+    account = validated(
+        BacktestSettings,
+        initial_capital=initial_capital,
+        position_size=position_size,
+        fee_bps=fee_bps,
+        slippage_bps=slippage_bps,
+        allow_short=short,
+    )
     engine_settings = engine_settings_for(settings.engine, interval, confidence_threshold)
     sources = open_backtest_sources(prices, news, symbol=symbol, interval=interval, files=settings.files)
 
     from adapters.model import load_sentiment_model  # torch loads only once the inputs are known good
 
     model = load_sentiment_model(settings.model)
-    result = asyncio.run(run_backtest_files(
-        sources, model, engine_settings, account, symbol=symbol, start_ms=start_ms, end_ms=end_ms,
-        dead_letters=dead_letters_out, progress=progress,
-    ))
+    result = asyncio.run(
+        run_backtest_files(
+            sources,
+            model,
+            engine_settings,
+            account,
+            symbol=symbol,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            dead_letters=dead_letters_out,
+            progress=progress,
+        )
+    )
     out = report_dict(result, getattr(model, "description", type(model).__name__))
     if report is not None:
         written = write_report(result, out, report)
@@ -97,8 +112,10 @@ def backtest(
         console.print(table)
     data = out["data"]
     if data["dead_letters"] or data["bars_missing"]:
-        console.print(f"[yellow]input: {data['dead_letters']} dead letter(s) {data['dead_letter_reasons']}, "
-                      f"{data['bars_missing']} missing bar(s) in {data['gaps']} gap(s)[/yellow]")
+        console.print(
+            f"[yellow]input: {data['dead_letters']} dead letter(s) {data['dead_letter_reasons']}, "
+            f"{data['bars_missing']} missing bar(s) in {data['gaps']} gap(s)[/yellow]"
+        )
 
 
 def register(app: typer.Typer) -> None:

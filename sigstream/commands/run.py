@@ -14,6 +14,7 @@ from adapters.files.sink import DeadLetterFile, JsonlSignalSink
 from adapters.inprocess.client import InProcessBus
 from adapters.inprocess.sink import BusSignalSink
 from adapters.inprocess.store import InMemoryFeatureStore
+from adapters.prometheus.sink import serve_metrics
 from adapters.system.clock import WallClock
 from engine.batcher import MicroBatcher
 from engine.errors import InvalidInput, TransientError
@@ -40,6 +41,7 @@ def run(
     backfill: int = typer.Option(200, "--backfill", min=0, help="Closed bars fetched over REST (ccxt) to warm "
                                  "the features before streaming; 0 skips."),
     rest_url: str | None = typer.Option(None, "--rest-url", help="REST base URL for the backfill (default: Bybit)."),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics on this port."),
 ) -> None:
     """Stream live ticks (Bybit v5 websocket) and news (RSS/Atom) into the engine and emit signals.
 
@@ -61,6 +63,7 @@ def run(
         "bybit": settings.bybit.model_copy(update=bybit_update),
         "engine": settings.engine.model_copy(update={"interval": interval}),
         "rss": settings.rss.model_copy(update={"feeds": tuple(feeds)}) if feeds else settings.rss,
+        "metrics": settings.metrics.model_copy(update={"port": metrics_port}) if metrics_port else settings.metrics,
         "ccxt": settings.ccxt.model_copy(update={
             "symbols": symbol_list, "interval": interval, "limit": max(backfill, 1),
             **({"rest_url": rest_url} if rest_url else {}),
@@ -96,6 +99,8 @@ async def _run_embedded(
         await _backfill(settings, engine, dead)
     ticks, news = _sources(settings, chosen, dead, clock)
     service = LiveService(engine, batcher, LiveSinks(dead, signal_sinks, store=store), clock, ticks=ticks, news=news)
+    serve_metrics(settings.metrics, {"engine": lambda: engine.stats, "batcher": lambda: batcher.stats,
+                                     "service": lambda: service.stats})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

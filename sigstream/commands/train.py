@@ -101,3 +101,7 @@ def train_default() -> None:
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
+
+
+if __name__ == "__main__":  # `python -m sigstream.commands.train` reproduces the default adapter
+    train_default()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
+import urllib.request
 from datetime import UTC, datetime
 
 import orjson
@@ -21,6 +23,17 @@ from tests.support.servers import bybit_rest_server, bybit_ws_server, rss_http_s
 pytestmark = pytest.mark.integration
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
 async def test_run_streams_signals_and_flushes_on_sigterm() -> None:
     start = 1_735_689_600_000
     history = synthetic_bars("BTCUSDT", Interval.M1, start, 60)
@@ -29,6 +42,7 @@ async def test_run_streams_signals_and_flushes_on_sigterm() -> None:
     now = datetime.now(UTC)
     news = [FeedItem(f"Bitcoin surges to a record as ETF demand climbs {i}", f"http://news.test/{i}", now)
             for i in range(3)]
+    metrics_port = _free_port()
     async with bybit_ws_server(frames, pace_s=0.05) as ws, rss_http_server(news) as feed, \
             bybit_rest_server() as rest:
         rest.add_bars(history)
@@ -40,6 +54,7 @@ async def test_run_streams_signals_and_flushes_on_sigterm() -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "sigstream.cli", "run", "--sources", "bybit,rss", "--symbols", "BTCUSDT",
             "--feed", feed.url, "--bybit-url", ws.url, "--rest-url", rest.url, "--backfill", "50",
+            "--metrics-port", str(metrics_port),
             cwd=REPO_ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         assert proc.stdout is not None
@@ -53,6 +68,9 @@ async def test_run_streams_signals_and_flushes_on_sigterm() -> None:
             # the feed is polled every 0.2 s: by now the three items wait in the batcher
             await asyncio.sleep(3)
             assert all(s["num_sources"] == 0 for s in lines)
+            metrics = await asyncio.to_thread(_scrape, metrics_port)
+            assert "sigstream_engine_bars_total" in metrics
+            assert "sigstream_service_news_total 3.0" in metrics
         finally:
             proc.send_signal(signal.SIGTERM)
         rest_out, err = await asyncio.wait_for(proc.communicate(), 60)

@@ -1,0 +1,1 @@
+"""Prometheus metrics: engine, batcher and service counters exported on an HTTP endpoint."""
