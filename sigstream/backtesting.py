@@ -283,7 +283,7 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("Sortino", _num(s["sortino"]), _num(b["sortino"])),
         ("Max drawdown", _pct(s["max_drawdown"]), _pct(b["max_drawdown"])),
         ("Max drawdown duration (bars)", str(s["max_drawdown_duration_bars"]), str(b["max_drawdown_duration_bars"])),
-        ("Trades (closed / open)", f"{s['trades']} / {s['open_trades']}", "1 / 1"),
+        ("Trades (closed / open)", f"{s['trades']} / {s['open_trades']}", "0 / 1"),
         ("Win rate", _pct(s["win_rate"]), ""),
         ("Profit factor", _num(s["profit_factor"]), ""),
         ("Turnover (x mean equity)", _num(s["turnover"]), ""),

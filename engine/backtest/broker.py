@@ -84,14 +84,25 @@ class _OpenTrade:
     fee: float
     bars_held: int = 0
 
-    def record(self, exit_decided_at: int | None, exit_ts: int | None, exit_price: float, exit_fee: float,
-               status: str) -> TradeRecord:
+    def record(
+        self, exit_decided_at: int | None, exit_ts: int | None, exit_price: float, exit_fee: float, status: str
+    ) -> TradeRecord:
         fees = self.fee + exit_fee
         pnl = self.direction * self.quantity * (exit_price - self.price) - fees
         return TradeRecord(
-            "long" if self.direction > 0 else "short", self.quantity, self.decided_at, self.ts, self.price,
-            exit_decided_at, exit_ts, exit_price, fees, pnl, pnl / (self.quantity * self.price),
-            self.bars_held, status,
+            "long" if self.direction > 0 else "short",
+            self.quantity,
+            self.decided_at,
+            self.ts,
+            self.price,
+            exit_decided_at,
+            exit_ts,
+            exit_price,
+            fees,
+            pnl,
+            pnl / (self.quantity * self.price),
+            self.bars_held,
+            status,
         )
 
 
@@ -162,8 +173,18 @@ class SimulatedBroker:
         self.fees_paid += fee
         self.slippage_paid += slippage
         self.traded_notional += notional
-        fill = Fill(ts, order.decided_at, "BUY" if direction > 0 else "SELL", quantity, open_price, price,
-                    notional, fee, slippage, self.quantity)
+        fill = Fill(
+            ts,
+            order.decided_at,
+            "BUY" if direction > 0 else "SELL",
+            quantity,
+            open_price,
+            price,
+            notional,
+            fee,
+            slippage,
+            self.quantity,
+        )
         self.fills.append(fill)
         self._book(fill, order)
         return fill
@@ -191,5 +212,6 @@ class SimulatedBroker:
             opened_qty = fill.quantity - closed_qty
         if order.target_side != 0:
             entry_fee = fill.fee * opened_qty / fill.quantity
-            self._open = _OpenTrade(order.target_side, abs(self.quantity), order.decided_at, fill.ts, fill.price,
-                                    entry_fee)
+            self._open = _OpenTrade(
+                order.target_side, abs(self.quantity), order.decided_at, fill.ts, fill.price, entry_fee
+            )
