@@ -40,22 +40,45 @@ async def test_run_streams_signals_and_flushes_on_sigterm() -> None:
     live = synthetic_bars("BTCUSDT", Interval.M1, start + 60 * 60_000, 30)
     frames = [kline_frame(bar, "BTCUSDT", Interval.M1) for bar in live]
     now = datetime.now(UTC)
-    news = [FeedItem(f"Bitcoin surges to a record as ETF demand climbs {i}", f"http://news.test/{i}", now)
-            for i in range(3)]
+    news = [
+        FeedItem(f"Bitcoin surges to a record as ETF demand climbs {i}", f"http://news.test/{i}", now) for i in range(3)
+    ]
     metrics_port = _free_port()
-    async with bybit_ws_server(frames, pace_s=0.05) as ws, rss_http_server(news) as feed, \
-            bybit_rest_server() as rest:
+    async with bybit_ws_server(frames, pace_s=0.05) as ws, rss_http_server(news) as feed, bybit_rest_server() as rest:
         rest.add_bars(history)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "SIGSTREAM_RSS__POLL_INTERVAL_S": "0.2",
-               "SIGSTREAM_BYBIT__TRADES": "false", "SIGSTREAM_BYBIT__TICKERS": "false",
-               "SIGSTREAM_BYBIT__ORDERBOOK_DEPTH": "0",
-               # a batch that never fills and never times out: only the shutdown flush can score it
-               "SIGSTREAM_ENGINE__BATCHER__MAX_WAIT_MS": "60000"}
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "SIGSTREAM_RSS__POLL_INTERVAL_S": "0.2",
+            "SIGSTREAM_BYBIT__TRADES": "false",
+            "SIGSTREAM_BYBIT__TICKERS": "false",
+            "SIGSTREAM_BYBIT__ORDERBOOK_DEPTH": "0",
+            # a batch that never fills and never times out: only the shutdown flush can score it
+            "SIGSTREAM_ENGINE__BATCHER__MAX_WAIT_MS": "60000",
+        }
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sigstream.cli", "run", "--sources", "bybit,rss", "--symbols", "BTCUSDT",
-            "--feed", feed.url, "--bybit-url", ws.url, "--rest-url", rest.url, "--backfill", "50",
-            "--metrics-port", str(metrics_port),
-            cwd=REPO_ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "sigstream.cli",
+            "run",
+            "--sources",
+            "bybit,rss",
+            "--symbols",
+            "BTCUSDT",
+            "--feed",
+            feed.url,
+            "--bybit-url",
+            ws.url,
+            "--rest-url",
+            rest.url,
+            "--backfill",
+            "50",
+            "--metrics-port",
+            str(metrics_port),
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         assert proc.stdout is not None
         lines: list[dict] = []

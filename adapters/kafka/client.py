@@ -1,0 +1,135 @@
+"""Raw Kafka protocol helpers over aiokafka: topic admin, producers, consumers, and error translation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from adapters.kafka.config import KafkaSettings
+from engine.errors import MissingDependency, TransientError
+
+try:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+except ModuleNotFoundError as exc:  # pragma: no cover - aiokafka is a declared dependency
+    raise MissingDependency("aiokafka", "the Kafka transport") from exc
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AIOKafkaConsumer",
+    "AIOKafkaProducer",
+    "ConsumerRecord",
+    "consume",
+    "create_topics",
+    "ensure_topics",
+    "make_consumer",
+    "make_producer",
+]
+
+
+async def create_topics(bootstrap: str, names: Iterable[str], partitions: int, replication_factor: int = 1) -> None:
+    """Create topics that do not exist yet; existing ones are left as they are."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        missing = [n for n in dict.fromkeys(names) if n not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor) for n in missing]
+                )
+            except TopicAlreadyExistsError:
+                log.debug("topics created concurrently by someone else: %s", missing)
+            await _wait_for_leaders(admin, missing)
+    except KafkaConnectionError as exc:
+        raise TransientError(f"kafka admin could not reach {bootstrap}: {exc}") from exc
+    finally:
+        await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 30.0) -> None:
+    # A created topic is usable once every partition has a leader; producing earlier fails.
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        described = await admin.describe_topics(names)
+        ready = all(
+            t.get("error_code", 0) == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+            for t in described
+        )
+        if ready:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TransientError(f"topics {names} have no leaders after {timeout_s}s")
+        await asyncio.sleep(0.1)
+
+
+async def ensure_topics(settings: KafkaSettings) -> None:
+    """Create every sigstream topic: ``partitions`` each, except news.raw.
+
+    news.raw has one partition: news is low-volume, and one partition keeps the publish order that
+    the ordering headers (:mod:`adapters.kafka.ordering`) refer to.
+    """
+    topics = settings.topics
+    others = [t for t in topics.all() if t != topics.news_raw]
+    await create_topics(settings.bootstrap, others, settings.partitions, settings.replication_factor)
+    await create_topics(settings.bootstrap, [topics.news_raw], 1, settings.replication_factor)
+
+
+def make_producer(settings: KafkaSettings, **overrides: object) -> AIOKafkaProducer:
+    """An idempotent (when configured) producer: acks=all, so a broker restart loses nothing acknowledged."""
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.bootstrap,
+        "acks": "all",
+        "enable_idempotence": settings.idempotent_producer,
+        "linger_ms": settings.linger_ms,
+        "request_timeout_ms": settings.request_timeout_ms,
+        "max_batch_size": 256 * 1024,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def make_consumer(
+    settings: KafkaSettings, *topics: str, group_id: str | None = None, **overrides: object
+) -> AIOKafkaConsumer:
+    """A consumer reading from the earliest offset; committed offsets are used when ``group_id`` is set."""
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.bootstrap,
+        "group_id": group_id,
+        "auto_offset_reset": "earliest",
+        "enable_auto_commit": group_id is not None,
+        "isolation_level": "read_committed",
+        "request_timeout_ms": settings.request_timeout_ms,
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **options)
+
+
+async def consume(
+    consumer: AIOKafkaConsumer, *, count: int | None = None, idle_s: float = 2.0, timeout_s: float = 60.0
+) -> list[ConsumerRecord]:
+    """Read until ``count`` records arrived, or nothing new came for ``idle_s``, or ``timeout_s`` passed."""
+    records: list[ConsumerRecord] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last = loop.time()
+    while loop.time() < deadline:
+        batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
+        got = [r for rs in batch.values() for r in rs]
+        if got:
+            records.extend(got)
+            last = loop.time()
+            if count is not None and len(records) >= count:
+                break
+        elif count is None and loop.time() - last > idle_s:
+            break
+    return records
+
+
+def translate(exc: KafkaError) -> TransientError:
+    """Kafka client errors are transient from sigstream's point of view (broker restart, leader move)."""
+    return TransientError(f"kafka: {exc}")

@@ -1,0 +1,55 @@
+"""Settings of the Kafka transport (``SIGSTREAM_KAFKA__...``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class TopicNames(BaseModel):
+    """Topic names; every one can be renamed, e.g. ``SIGSTREAM_KAFKA__TOPICS__SIGNALS=prod.signals``."""
+
+    market_raw: str = Field("market.raw", description="Raw venue frames and market events, keyed by symbol.")
+    market_bars: str = Field("market.bars", description="Closed bars with their features, keyed by symbol.")
+    news_raw: str = Field("news.raw", description="News items, keyed by news id.")
+    sentiment: str = Field("sentiment.scores", description="Per-news sentiment scores, keyed by news id.")
+    signals: str = Field("signals.composite", description="Composite signals, keyed by symbol.")
+    deadletter: str = Field("deadletter", description="Records that could not be processed, with the reason.")
+
+    def all(self) -> tuple[str, ...]:
+        return (
+            self.market_raw,
+            self.market_bars,
+            self.news_raw,
+            self.sentiment,
+            self.signals,
+            self.deadletter,
+        )
+
+
+class KafkaSettings(BaseModel):
+    """Kafka brokers, topics and delivery guarantees for the faust worker and the publisher."""
+
+    bootstrap: str = Field("127.0.0.1:9092", description="Comma-separated host:port list of brokers.")
+    topics: TopicNames = Field(default_factory=TopicNames)
+    partitions: int = Field(4, ge=1, le=1024, description="Partitions of each topic sigstream creates.")
+    replication_factor: int = Field(1, ge=1, description="Replicas of each topic sigstream creates.")
+    app_id: str = Field("sigstream", description="faust application id = Kafka consumer group id.")
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once", description="faust processing guarantee; exactly_once uses Kafka transactions."
+    )
+    idempotent_producer: bool = Field(True, description="Producer retries never write duplicates (acks=all).")
+    commit_interval_s: float = Field(1.0, gt=0, description="How often processed offsets are committed.")
+    news_max_batch: int = Field(64, ge=1, description="News items the news agent takes per model batch.")
+    stream_buffer: int = Field(65_536, ge=16, description="Records faust buffers per stream before pausing.")
+    order_wait_timeout_s: float = Field(
+        10.0, gt=0, description="Longest a market record waits for the news stamped before it."
+    )
+    linger_ms: int = Field(5, ge=0, description="Producer linger: small batches, low latency.")
+    request_timeout_ms: int = Field(30_000, ge=1000, description="Producer/consumer request timeout.")
+    data_dir: str = Field(".cache/faust", description="faust's local data folder (tables are in memory).")
+
+    def broker_url(self) -> str:
+        """faust's broker URL form: ``kafka://host:port;host:port``."""
+        return ";".join(f"kafka://{h.strip()}" for h in self.bootstrap.split(",") if h.strip())

@@ -1,0 +1,181 @@
+"""Recording order across market.raw and news.raw, so a Kafka run decides exactly what replay decides.
+
+Market frames (keyed by symbol, many partitions) and news (keyed by id, one partition) travel on
+different topics, and a consumer sees them interleaved in whatever order fetches complete. The
+engine's decisions depend on that interleaving: a bar's signal counts the news scored before it, a
+news signal carries the features of the bars before it. Replay processes the recording in order.
+
+The publisher (:mod:`adapters.kafka.source`) therefore stamps each record with where the other
+topic stood when it was published, as Kafka headers:
+
+* a market record carries ``sigstream.news`` = the news.raw offset after the last news published
+  before it: it is processed only once the news agent has handled every news offset below that;
+* a news record carries ``sigstream.market`` = ``{partition: next offset}`` of market.raw: its
+  sentiment is applied to symbol S only once S's market partition has been processed up to there.
+
+Offsets are absolute, so the rules hold across worker restarts. Records without these headers (live
+sources) are processed in arrival order. The publisher ends a replay with a ``Watermark`` record on
+every market partition so that the last news signals are released.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import orjson
+
+from engine.errors import InvalidInput
+from engine.events import SentimentScore
+
+log = logging.getLogger(__name__)
+
+NEWS_HEADER = "sigstream.news"
+MARKET_HEADER = "sigstream.market"
+
+
+def market_header(offsets: dict[int, int]) -> bytes:
+    return orjson.dumps({str(p): o for p, o in sorted(offsets.items())})
+
+
+def parse_market_header(value: bytes) -> dict[int, int]:
+    try:
+        data = orjson.loads(value)
+        return {int(p): int(o) for p, o in data.items()}
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"bad {MARKET_HEADER} header {value!r}: {exc}") from None
+
+
+def parse_news_header(value: bytes) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput(f"bad {NEWS_HEADER} header {value!r}") from None
+
+
+@dataclass(order=True)
+class _Held:
+    news_offset: int
+    symbol: str = field(compare=False)
+    market_offset: int = field(compare=False)
+    score: SentimentScore = field(compare=False)
+
+
+@dataclass(slots=True)
+class OrderingStats:
+    held: int = 0
+    released: int = 0
+    waited: int = 0
+    expired: int = 0
+
+
+class Sequencer:
+    """Holds news signals until the bars before them are processed (the processor holds market records).
+
+    ``apply`` is called with a single-symbol score when it may be applied; it is the engine step.
+    """
+
+    def __init__(
+        self,
+        apply: Callable[[SentimentScore], Awaitable[None]],
+        *,
+        committed_news_offset: Callable[[], Awaitable[int]] | None = None,
+    ) -> None:
+        self._apply = apply
+        self._committed_news_offset = committed_news_offset
+        self._news_done: int | None = None  # every news.raw offset below this has been handled
+        self._market_done: dict[int, int] = {}  # partition -> every offset below has been processed
+        self._held: dict[int, list[_Held]] = {}
+        self.stats = OrderingStats()
+
+    # -- news side ---------------------------------------------------------------------------
+    async def news_handled(self, next_offset: int) -> None:
+        """Every news.raw offset below ``next_offset`` is handled (scored, dead-lettered or dropped)."""
+        if self._news_done is None or next_offset > self._news_done:
+            self._news_done = next_offset
+        for partition in list(self._held):
+            await self._release(partition)
+
+    async def add_score(
+        self,
+        score: SentimentScore,
+        news_offset: int | None,
+        market: dict[int, int] | None,
+        partition_of: Callable[[str], int],
+    ) -> None:
+        """A scored news item: apply it per symbol now, or hold it until its market position is reached."""
+        for symbol in score.symbols:
+            single = score if len(score.symbols) == 1 else _for_symbol(score, symbol)
+            if news_offset is None or market is None:
+                await self._apply(single)
+                continue
+            partition = partition_of(symbol)
+            heapq.heappush(
+                self._held.setdefault(partition, []),
+                _Held(news_offset, symbol, market.get(partition, 0), single),
+            )
+            self.stats.held += 1
+
+    # -- market side -------------------------------------------------------------------------
+    @property
+    def news_done(self) -> int | None:
+        """Every news.raw offset below this is handled; ``None`` until known."""
+        return self._news_done
+
+    async def news_start(self) -> int:
+        """The news position of a (re)started worker: the group's committed news.raw offset."""
+        if self._news_done is None:
+            self._news_done = await self._committed_news_offset() if self._committed_news_offset else 0
+        return self._news_done
+
+    def news_ready(self, news_before: int | None) -> bool:
+        """May a market record stamped ``news_before`` be processed now?"""
+        return news_before is None or (self._news_done is not None and self._news_done >= news_before)
+
+    async def before_market(self, partition: int, offset: int) -> None:
+        """Apply the news that precedes this record on its partition."""
+        self._market_done[partition] = max(self._market_done.get(partition, 0), offset)
+        await self._release(partition)
+
+    async def after_market(self, partition: int, offset: int) -> None:
+        """The record at ``offset`` is processed; news published right after it may now apply."""
+        self._market_done[partition] = max(self._market_done.get(partition, 0), offset + 1)
+        await self._release(partition)
+
+    @property
+    def pending(self) -> int:
+        return sum(len(h) for h in self._held.values())
+
+    async def release_all(self) -> None:
+        """Apply everything held, in news order (shutdown: better a slightly early signal than none)."""
+        for partition in list(self._held):
+            heap = self._held[partition]
+            while heap:
+                held = heapq.heappop(heap)
+                self.stats.released += 1
+                await self._apply(held.score)
+
+    async def _release(self, partition: int) -> None:
+        heap = self._held.get(partition)
+        done_market = self._market_done.get(partition, 0)
+        done_news = self._news_done if self._news_done is not None else 0
+        while heap and heap[0].market_offset <= done_market and heap[0].news_offset < done_news:
+            held = heapq.heappop(heap)
+            self.stats.released += 1
+            await self._apply(held.score)
+
+
+def _for_symbol(score: SentimentScore, symbol: str) -> SentimentScore:
+    return SentimentScore(
+        score.news_id,
+        (symbol,),
+        score.bearish,
+        score.neutral,
+        score.bullish,
+        score.label,
+        score.confidence,
+        score.ts_event,
+        score.ts_init,
+    )

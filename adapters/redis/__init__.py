@@ -1,0 +1,1 @@
+"""Redis feature cache: settings, client, and the FeatureStore implementation."""

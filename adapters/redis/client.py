@@ -1,0 +1,35 @@
+"""The raw Redis connection: an asyncio client, and Redis failures translated to sigstream's errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from adapters.redis.config import RedisSettings
+from engine.errors import MissingDependency, TransientError
+
+try:
+    import redis.asyncio as aioredis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ModuleNotFoundError as exc:  # pragma: no cover - redis is a declared dependency
+    raise MissingDependency("redis", "the Redis feature cache") from exc
+
+
+def connect(settings: RedisSettings) -> aioredis.Redis:
+    """An asyncio client for ``settings.url``; connections are opened lazily, on first command."""
+    return aioredis.Redis.from_url(
+        settings.url,
+        socket_timeout=settings.socket_timeout_s,
+        socket_connect_timeout=settings.socket_timeout_s,
+        health_check_interval=30,
+    )
+
+
+@asynccontextmanager
+async def transient_errors(what: str) -> AsyncIterator[None]:
+    """Turn Redis connection failures and timeouts into :class:`TransientError` (retry, don't crash)."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError) as exc:
+        raise TransientError(f"redis {what} failed: {exc}") from exc

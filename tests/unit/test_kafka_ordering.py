@@ -1,0 +1,170 @@
+"""StreamProcessor keeps recording order whatever order Kafka delivers the two topics in (no broker)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from adapters.kafka.app import RawRecord, StreamProcessor
+from adapters.kafka.config import KafkaSettings
+from adapters.kafka.ordering import MARKET_HEADER, NEWS_HEADER, market_header
+from adapters.kafka.parsing import encode_watermark
+from engine.batcher import MicroBatcher
+from engine.events import Bar, CompositeSignal, Interval, NewsItem
+from engine.pipeline import SignalEngine
+from engine.replay import Replayer, ReplaySinks
+from engine.serialization import decode_event, encode_event, signal_record
+from tests.support.lexicon_model import LexiconSentimentModel
+
+PARTITION = {"BTCUSDT": 0, "ETHUSDT": 1}
+HEADLINES = ["Bitcoin surges to record", "Ethereum plunges after hack", "Bitcoin and ether rally", "Markets wait"]
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.items: list = []
+
+    async def publish(self, item) -> None:
+        self.items.append(item)
+
+    async def flush(self) -> None:
+        return None
+
+    @property
+    def count(self) -> int:
+        return len(self.items)
+
+
+def recording(n: int = 25) -> list:
+    items: list = []
+    for i in range(n):
+        for symbol in PARTITION:
+            start = 1_700_000_000_000 + i * 60_000
+            price = 100.0 + (i * 7 % 13) + (symbol == "ETHUSDT")
+            items.append(
+                Bar(symbol, Interval.M1, start, price, price + 1, price - 1, price, 3.0, start + 60_000, start + 60_005)
+            )
+        if i % 2:
+            ts = items[-1].ts_init + 1
+            items.append(NewsItem(f"n{i}", "t", HEADLINES[i % 4], "", (), (), "", ts, ts))
+    return items
+
+
+def stamp(items: list, settings: KafkaSettings) -> tuple[dict[int, list[RawRecord]], list[RawRecord]]:
+    """What RecordingPublisher writes: per-partition market records and news, with ordering headers."""
+    market: dict[int, list[RawRecord]] = {0: [], 1: []}
+    news: list[RawRecord] = []
+    for item in items:
+        if isinstance(item, NewsItem):
+            header = market_header({p: len(r) for p, r in market.items()})
+            news.append(
+                RawRecord(
+                    settings.topics.news_raw,
+                    0,
+                    len(news),
+                    item.id.encode(),
+                    encode_event(item),
+                    {MARKET_HEADER: header},
+                )
+            )
+        else:
+            p = PARTITION[item.symbol]
+            market[p].append(
+                RawRecord(
+                    settings.topics.market_raw,
+                    p,
+                    len(market[p]),
+                    item.symbol.encode(),
+                    encode_event(item),
+                    {NEWS_HEADER: str(len(news)).encode()},
+                )
+            )
+    for p, records in market.items():
+        records.append(
+            RawRecord(
+                settings.topics.market_raw,
+                p,
+                len(records),
+                b"",
+                encode_watermark(0),
+                {NEWS_HEADER: str(len(news)).encode()},
+            )
+        )
+    return market, news
+
+
+async def replay(items: list) -> list[CompositeSignal]:
+    sink = ListSink()
+    await Replayer(SignalEngine(), MicroBatcher(LexiconSentimentModel()), ReplaySinks(ListSink(), signals=[sink])).run(
+        items
+    )
+    return sink.items
+
+
+def per_symbol(signals) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for s in signals:
+        out.setdefault(s.symbol, []).append(signal_record(s))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_any_interleaving_of_partitions_gives_replays_signals(seed: int) -> None:
+    settings = KafkaSettings(partitions=2)
+    items = recording()
+    market, news = stamp(items, settings)
+    # Deliver the three partitions interleaved at random, each in its own order, as a consumer may.
+    queues = [list(market[0]), list(market[1]), list(news)]
+    rng = random.Random(seed)
+    out: list[tuple[str, bytes]] = []
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> None:
+        out.append((topic, value))
+
+    async def ack() -> None:
+        return None
+
+    async def committed() -> int:
+        return 0
+
+    processor = StreamProcessor(
+        SignalEngine(), MicroBatcher(LexiconSentimentModel()), send, settings, committed_news_offset=committed
+    )
+    while any(queues):
+        queue = rng.choice([q for q in queues if q])
+        await processor.on_record(queue.pop(0), ack, more_waiting=rng.random() < 0.5)
+    await processor.tick()
+    assert processor.parked == 0 and processor.sequencer.pending == 0
+    got = [decode_event(v) for t, v in out if t == settings.topics.signals]
+    assert per_symbol(got) == per_symbol(await replay(items))
+
+
+async def test_market_record_waits_for_the_news_published_before_it() -> None:
+    settings = KafkaSettings(partitions=2)
+    items = recording(4)
+    market, news = stamp(items, settings)
+    out: list[tuple[str, bytes]] = []
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> None:
+        out.append((topic, value))
+
+    acked: list[int] = []
+
+    def ack_for(record: RawRecord):
+        async def ack() -> None:
+            acked.append(record.offset)
+
+        return ack
+
+    processor = StreamProcessor(SignalEngine(), MicroBatcher(LexiconSentimentModel()), send, settings)
+    await processor.sequencer.news_start()
+    for record in market[0]:
+        await processor.on_record(record, ack_for(record))
+    # Only records stamped before the first news could run; the rest are parked and NOT acked.
+    first_blocked = next(r for r in market[0] if int(r.headers[NEWS_HEADER]) > 0)
+    assert acked == list(range(first_blocked.offset))
+    assert processor.parked == len(market[0]) - first_blocked.offset
+    for record in news:
+        await processor.on_record(record, ack_for(record))
+    assert processor.parked == 0
