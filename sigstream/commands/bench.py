@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 from datetime import UTC, datetime
@@ -40,7 +41,8 @@ def bench(
     if kafka:
         from adapters.kafka.bench import run_kafka_bench
 
-        result["kafka"] = run_kafka_bench(kafka)
+        with console.status("kafka end to end (about a minute)..."):
+            result["kafka"] = asyncio.run(run_kafka_bench(kafka))
     if as_json:
         typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     _print(result)
@@ -78,7 +80,8 @@ def _print(result: dict[str, Any]) -> None:
         table.add_row(f"sentiment: {row['variant']}", f"{row['texts_per_s']:,.1f} texts/s",
                       f"{row['speedup']:.2f}x", f"{row['weighted_f1']:.4f}")
     for key, value in result.get("kafka", {}).items():
-        table.add_row(f"kafka: {key}", f"{value:,.1f}" if isinstance(value, float) else str(value), "", "")
+        if isinstance(value, int | float):
+            table.add_row(f"kafka: {key}", f"{value:,.1f}", "", "")
     console.print(table)
 
 

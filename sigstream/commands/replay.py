@@ -12,7 +12,7 @@ from rich.table import Table
 from engine.errors import InvalidInput
 from engine.events import Interval
 from sigstream.replaying import ReplayOutputs, open_sources, resolve_interval, run_replay
-from sigstream.settings import load_settings
+from sigstream.settings import Settings, load_settings
 
 console = Console(stderr=True)
 
@@ -29,6 +29,11 @@ def replay(
     ),
     bars_from: str = typer.Option("klines", "--bars-from", help="klines: confirmed venue bars; trades: build bars."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    to_kafka: str | None = typer.Option(None, "--to-kafka", help="Publish onto market.raw/news.raw at this "
+                                        "bootstrap instead of processing in-process."),
+    speed: str = typer.Option("max", "--speed", help="With --to-kafka: N x real time, or max."),
+    model_spec: str | None = typer.Option(None, "--model", help="Sentiment model as module:callable "
+                                          "(default: the configured transformers model and adapter)."),
 ) -> None:
     """Replay recorded Bybit frames, kline CSVs and news through the engine, deterministically.
 
@@ -38,12 +43,21 @@ def replay(
         raise InvalidInput(f"--bars-from must be klines or trades, not {bars_from!r}")
     settings = load_settings()
     sources = open_sources(paths, news, symbol=symbol, interval=interval, files=settings.files)
+    if to_kafka:
+        _publish(sources, settings, to_kafka, _parse_speed(speed))
+        return
     engine_settings = settings.engine.model_copy(
         update={"interval": resolve_interval(sources, interval, settings.engine.interval), "bars_from": bars_from}
     )
-    from adapters.model import load_sentiment_model
+    if model_spec:
+        from sigstream.commands.worker import load_model
 
-    model = load_sentiment_model(settings.model)
+        model = load_model(model_spec)
+    else:
+        # torch loads only when a replay actually needs the transformers model
+        from adapters.model import load_sentiment_model
+
+        model = load_sentiment_model(settings.model)
     outputs = ReplayOutputs(features_out, signals_out, dead_letters_out)
     report, dead = asyncio.run(run_replay(sources, model, engine_settings, outputs, symbol=symbol, progress=progress))
 
@@ -61,6 +75,28 @@ def replay(
         reasons = ", ".join(f"{k} ×{v}" for k, v in sorted(dead.reasons.items()))
         where = f" -> {dead_letters_out}" if dead_letters_out else " (use --dead-letters-out to keep them)"
         console.print(f"[yellow]{dead.count} dead letter(s){where}: {reasons}[/yellow]")
+
+
+def _parse_speed(text: str) -> float | None:
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise InvalidInput(f"--speed must be a positive number or max, not {text!r}")
+    return value
+
+
+def _publish(sources: list, settings: Settings, bootstrap: str, speed: float | None) -> None:
+    from adapters.files.source import merge_in_time_order
+    from sigstream.ingest import publish_items
+
+    kafka = settings.kafka.model_copy(update={"bootstrap": bootstrap})
+    report = asyncio.run(publish_items(merge_in_time_order(sources), kafka, speed))
+    console.print(f"published to {bootstrap}: {report.market} market records, {report.news} news, "
+                  f"{report.dead_letters} dead letters in {report.seconds:.1f} s")
 
 
 def register(app: typer.Typer) -> None:

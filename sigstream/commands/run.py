@@ -70,7 +70,7 @@ def run(
         }),
     })
     if kafka:
-        _run_ingest(settings, chosen, feeds, kafka, duration)
+        _run_ingest(settings, chosen, kafka, duration)
         return
     asyncio.run(_run_embedded(settings, chosen, redis, signals_out, dead_letters_out, duration, backfill > 0))
 
@@ -148,8 +148,28 @@ def _sources(settings: Settings, chosen: list[str], dead: Any, clock: WallClock)
     return ticks, news
 
 
-def _run_ingest(settings: Settings, chosen: list[str], feeds: list[str], kafka: str, duration: float | None) -> None:
-    raise InvalidInput("--kafka for `sigstream run` is not wired yet; use `sigstream worker` and replay --to-kafka")
+def _run_ingest(settings: Settings, chosen: list[str], kafka: str, duration: float | None) -> None:
+    """Publish live ticks and news onto market.raw / news.raw; `sigstream worker` processes them."""
+    asyncio.run(_ingest(settings.model_copy(update={"kafka": settings.kafka.model_copy(
+        update={"bootstrap": kafka})}), chosen, duration))
+
+
+async def _ingest(settings: Settings, chosen: list[str], duration: float | None) -> None:
+    from sigstream.ingest import QueueDeadLetters, merged_live_events, publish_items
+
+    queue: asyncio.Queue[Any] = asyncio.Queue(10_000)
+    ticks, news = _sources(settings, chosen, QueueDeadLetters(queue), WallClock())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    if duration:
+        loop.call_later(duration, stop.set)
+    console.print(f"[green]sigstream run[/green]: {', '.join(chosen)} -> Kafka {settings.kafka.bootstrap}; "
+                  "Ctrl-C to stop")
+    report = await publish_items(merged_live_events(queue, ticks, news, stop), settings.kafka, None)
+    console.print(f"published {report.market} market records, {report.news} news, "
+                  f"{report.dead_letters} dead letters")
 
 
 class _StdoutSignalSink:

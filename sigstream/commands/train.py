@@ -15,8 +15,8 @@ DEFAULT_ADAPTER_ARGS: tuple[str, ...] = (
     "--data", "fpb:50:train", "--data", "tfns",
     "--eval-data", "fpb:50:test",
     "--target-modules", "all-linear", "--rank", "16", "--alpha", "32",
-    "--epochs", "3", "--lr", "1e-3", "--batch-size", "32", "--max-length", "64",
-    "--label-smoothing", "0.1", "--evals-per-epoch", "2", "--patience", "3", "--seed", "42",
+    "--epochs", "3", "--lr", "1.5e-3", "--batch-size", "32", "--max-length", "64",
+    "--no-class-weights", "--label-smoothing", "0.1", "--evals-per-epoch", "1", "--patience", "2", "--seed", "42",
     "--out", "adapters/model/default_adapter",
 )  # fmt: skip
 
@@ -51,6 +51,7 @@ def train_command(
     max_examples: int | None = typer.Option(None, help="Stratified subsample of the training data."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint."),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
     json_out: bool = typer.Option(False, "--json", help="Print the run's metrics as JSON."),
 ) -> None:
     """Fine-tune an adapter; writes the adapter, training_config.json, metrics.json and training_curve.png."""
@@ -65,6 +66,7 @@ def train_command(
         "focal_gamma": focal, "class_weights": class_weights, "label_smoothing": label_smoothing,
         "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "patience": patience,
         "evals_per_epoch": evals_per_epoch, "max_examples": max_examples, "device": device, "resume": resume,
+        "num_threads": threads,
     }  # fmt: skip
     if base is not None:
         fields["base"] = base

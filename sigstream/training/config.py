@@ -50,5 +50,8 @@ class TrainConfig(BaseModel):
     resume: bool = Field(False, description="Continue from out/checkpoint when it exists.")
     keep_checkpoint: bool = Field(False, description="Keep out/checkpoint after a finished run (to extend it later).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
+    num_threads: int | None = Field(
+        None, ge=1, description="torch CPU threads; 1 beats 2 on a CPU shared with other jobs (no spin-waits)."
+    )
     gradient_checkpointing: bool = Field(False, description="QLoRA: recompute activations to save memory.")
     progress: bool = Field(True, description="Show a tqdm progress bar.")

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sigstream
 from adapters.datasets import Example, LabelledSet, load_specs, stratified_split
 from adapters.datasets.source import split_examples
 from adapters.model import client
@@ -60,6 +59,20 @@ class TrainResult:
     tokenizer: Any = None
 
 
+def package_version() -> str:
+    """sigstream's version from its installed metadata.
+
+    Not ``sigstream.__version__``: under the console script, the editable install can import ``sigstream`` as
+    a namespace package whose ``__init__`` never ran.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sigstream")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
 def set_seed(seed: int) -> None:
     import numpy as np
     import torch
@@ -83,10 +96,27 @@ def build_model(cfg: TrainConfig, device: str) -> tuple[Any, Any, Any]:
     )
     if qconfig is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        if device == "cpu":
+            keep_4bit_weights_trainable(model)
     model = get_peft_model(model, method.peft_config(cfg))
     if device_map is None:
         model.to(device)
     return tokenizer, model, label_index
+
+
+def keep_4bit_weights_trainable(model: Any) -> None:
+    """Stop bitsandbytes repacking 4-bit weights for its CPU inference kernel during validation.
+
+    On a CPU with AVX512-BF16, the first forward of a Linear4bit in eval mode repacks its weight in place for
+    gemv_4bit, one way. The next training step then runs that inference kernel, whose in-place bias add
+    autograd rejects ("a view of a leaf Variable ... in-place"), so QLoRA died on the first step after the
+    first evaluation. docs/model.md, "QLoRA on CPU".
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def count_params(model: Any) -> tuple[int, int]:
@@ -216,6 +246,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     method = get_method(cfg.method)
     device = client.resolve_device(cfg.device)
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
     set_seed(cfg.seed)
     train_ex, val_ex, data = load_training_data(cfg)
     out = Path(cfg.out)
@@ -388,7 +420,7 @@ def _write_reports(
 ) -> None:
     out = result.out
     stamp = {
-        "sigstream_version": sigstream.__version__,
+        "sigstream_version": package_version(),
         "labels": list(SENTIMENT_LABELS),
         "config": json.loads(cfg.model_dump_json()),
         "n_train": n_train,
@@ -398,7 +430,7 @@ def _write_reports(
     }
     (out / "training_config.json").write_text(json.dumps(stamp, indent=2) + "\n")
     metrics = {
-        "sigstream_version": sigstream.__version__,
+        "sigstream_version": package_version(),
         "method": cfg.method,
         "trainable_params": result.trainable_params,
         "total_params": result.total_params,
@@ -412,7 +444,25 @@ def _write_reports(
         "history": result.history,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "README.md").write_text(adapter_readme(cfg, metrics))  # replaces peft's empty model-card template
     plot_curve(result, out / "training_curve.png")
+
+
+def adapter_readme(cfg: TrainConfig, metrics: dict[str, Any]) -> str:
+    """A short card: what the adapter is, how it scored, how to use it."""
+    lines = [
+        f"# sigstream sentiment adapter ({cfg.method})",
+        "",
+        f"Base: `{cfg.base}`. Labels: bearish, neutral, bullish. Data: {', '.join(cfg.data)}.",
+        f"Trainable parameters: {metrics['trainable_params']:,}; training time {metrics['train_seconds']} s.",
+        "",
+        "| split | n | accuracy | weighted F1 | macro F1 |",
+        "|---|---|---|---|---|",
+    ]
+    for name, m in [("validation", metrics["validation"]), *metrics["held_out"].items()]:
+        lines.append(f"| {name} | {m['n']} | {m['accuracy']:.4f} | {m['weighted_f1']:.4f} | {m['macro_f1']:.4f} |")
+    lines += ["", f"Use: `sigstream eval --data fpb:50:test --model {cfg.out}`; config in training_config.json.", ""]
+    return "\n".join(lines)
 
 
 def plot_curve(result: TrainResult, path: Path) -> None:
