@@ -41,8 +41,9 @@ run: setup  ## Replay the shared data (or a generated demo) through the in-proce
 	fi
 	@echo "outputs in $(OUT)/: features.jsonl signals.jsonl (deadletters.jsonl if any)"
 
-test: setup  ## Lint, then unit + integration (+ gpu, skipped without CUDA) tests
+test: setup  ## Lint and type-check, then unit + integration (+ gpu, skipped without CUDA) tests
 	$(BIN)/ruff check engine adapters sigstream tests
+	$(BIN)/mypy engine adapters
 	$(BIN)/pytest tests
 
 test-unit: setup  ## Unit tests only (no services)

@@ -369,7 +369,7 @@ def create_app(
         return meta.offset if meta is not None and meta.offset >= 0 else 0
 
     processor = processor_factory(send, committed_news_offset)
-    app.sigstream_processor = processor
+    app.sigstream_processor = processor  # type: ignore[attr-defined]  # faust App allows attributes; kept for tests
 
     @app.agent(inputs, name="engine")
     async def engine_agent(stream: Any) -> None:
@@ -392,7 +392,7 @@ def create_app(
         async def _started() -> None:
             await on_started(processor)
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's stubs omit async receivers it supports
     async def _stopping(sender: Any, **kwargs: Any) -> None:
         # Consumers are stopped and drained here; the producer is flushed right after this returns.
         await processor.shutdown()

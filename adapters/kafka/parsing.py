@@ -59,7 +59,7 @@ def decode_market(value: bytes) -> list[MarketItem] | None:
             ts_init = data.get("ts_init")
             if not isinstance(ts_init, int) or isinstance(ts_init, bool):
                 raise InvalidInput(f"BybitFrame has no integer ts_init: {ts_init!r}")
-            return list(parse_frame(data.get("frame"), ts_init))
+            return list(parse_frame(data.get("frame"), ts_init))  # type: ignore[arg-type]  # venue frames hold market events only
         case "Watermark":
             return None
         case "Bar" | "Trade" | "Ticker" | "BookTop":

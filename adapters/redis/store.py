@@ -91,7 +91,7 @@ class RedisFeatureStore:
                 fkey, bkey = self.features_key(symbol), self.bars_key(symbol)
                 latest = features.get(symbol)
                 if latest is not None:
-                    pipe.hset(fkey, mapping=_feature_fields(latest))
+                    pipe.hset(fkey, mapping=_feature_fields(latest))  # type: ignore[arg-type]  # stubs reject str|bytes values redis accepts
                     pipe.expire(fkey, ttl)
                 window = bars.get(symbol)
                 if window:
@@ -161,7 +161,7 @@ def _feature_fields(features: Features) -> dict[str, str | bytes]:
     return fields
 
 
-def _decode(payload: bytes, kind: type[T]) -> T:
+def _decode(payload: bytes | str, kind: type[T]) -> T:
     event = decode_event(payload)
     if not isinstance(event, kind):
         found = type(event).__name__
