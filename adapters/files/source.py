@@ -169,9 +169,11 @@ def detect_source(
 
 def merge_in_time_order(sources: Iterable[FileSource]) -> Iterator[ReplayItem]:
     """Merge sources by receive time (ts_init); ties keep the order the sources were given in."""
-    streams = [
-        ((item.ts_init, index, seq, item) for seq, item in enumerate(source.items()))
-        for index, source in enumerate(sources)
-    ]
+    def keyed(index: int, source: FileSource) -> Iterator[tuple[int, int, int, ReplayItem]]:
+        # A function, not a nested generator expression: each stream must keep its own index.
+        for seq, item in enumerate(source.items()):
+            yield item.ts_init, index, seq, item
+
+    streams = [keyed(index, source) for index, source in enumerate(sources)]
     for _, _, _, item in heapq.merge(*streams):
         yield item

@@ -134,3 +134,17 @@ def test_cli_replay_with_the_real_model_is_byte_identical_across_runs(tmp_path: 
         assert result.returncode == 0, result.stderr
         outs.append(signals.read_bytes())
     assert outs[0] == outs[1] and len(outs[0].splitlines()) > 200
+
+
+def test_several_inputs_merge_in_time_order_with_ties_broken_by_input_order(tmp_path: Path) -> None:
+    from adapters.files.source import merge_in_time_order
+
+    for name in ("AAAUSDT", "BBBUSDT"):
+        with (tmp_path / f"{name}_1m.csv").open("w") as handle:
+            handle.write("timestamp,open,high,low,close,volume\n")
+            for minute in range(3):
+                handle.write(f"2025-01-01T00:0{minute}:00Z,1,2,0.5,1.5,3\n")
+    sources = [KlineCsvSource(tmp_path / f"{n}_1m.csv") for n in ("AAAUSDT", "BBBUSDT")]
+    merged = [(b.ts_init, b.symbol) for b in merge_in_time_order(sources)]
+    assert merged == sorted(merged)
+    assert [s for _, s in merged[:2]] == ["AAAUSDT", "BBBUSDT"]
