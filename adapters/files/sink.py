@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -76,7 +77,8 @@ class DeadLetterFile:
 
     async def publish(self, record: DeadLetter) -> None:
         self._count += 1
-        key = record.reason.split(":")[0]
+        # Group by the reason's wording, not its numbers, so the summary stays one line per kind.
+        key = re.sub(r"\d+", "N", record.reason.split(":")[0])[:80]
         self.reasons[key] = self.reasons.get(key, 0) + 1
         if self.path is None:
             return
