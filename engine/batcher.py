@@ -85,6 +85,8 @@ class MicroBatcher:
             else:
                 to_score.append(text)
         self.stats.duplicates += len(texts) - len(results) - len(to_score)
+        # Length bucketing across chunks: similar lengths share a batch, so little compute goes on padding.
+        to_score.sort(key=len)
         size = self.settings.max_batch
         for offset in range(0, len(to_score), size):
             chunk = to_score[offset : offset + size]
