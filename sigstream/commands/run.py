@@ -101,12 +101,7 @@ async def _run_embedded(
     service = LiveService(engine, batcher, LiveSinks(dead, signal_sinks, store=store), clock, ticks=ticks, news=news)
     serve_metrics(settings.metrics, {"engine": lambda: engine.stats, "batcher": lambda: batcher.stats,
                                      "service": lambda: service.stats})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    if duration:
-        loop.call_later(duration, stop.set)
+    stop = _stop_event(duration)
     console.print(f"[green]sigstream run[/green]: {', '.join(chosen)} for {', '.join(settings.bybit.symbols)}; "
                   "Ctrl-C to stop")
     stats = await service.run(stop)
@@ -134,6 +129,17 @@ async def _backfill(settings: Settings, engine: SignalEngine, dead: Any) -> None
         await source.close()
 
 
+def _stop_event(duration: float | None) -> asyncio.Event:
+    """Set by Ctrl-C, SIGTERM or the end of ``--duration``: the service then flushes and exits."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    if duration:
+        loop.call_later(duration, stop.set)
+    return stop
+
+
 def _sources(settings: Settings, chosen: list[str], dead: Any, clock: WallClock) -> tuple[list, list]:
     ticks: list[Any] = []
     news: list[Any] = []
@@ -159,12 +165,7 @@ async def _ingest(settings: Settings, chosen: list[str], duration: float | None)
 
     queue: asyncio.Queue[Any] = asyncio.Queue(10_000)
     ticks, news = _sources(settings, chosen, QueueDeadLetters(queue), WallClock())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    if duration:
-        loop.call_later(duration, stop.set)
+    stop = _stop_event(duration)
     console.print(f"[green]sigstream run[/green]: {', '.join(chosen)} -> Kafka {settings.kafka.bootstrap}; "
                   "Ctrl-C to stop")
     report = await publish_items(merged_live_events(queue, ticks, news, stop), settings.kafka, None)
