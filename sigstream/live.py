@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.batcher import MicroBatcher
 from engine.errors import InvalidInput
@@ -79,7 +80,7 @@ class LiveService:
         loops = [asyncio.create_task(self._market_loop(s), name="market") for s in self.ticks]
         loops += [asyncio.create_task(self._news_loop(s), name="news") for s in self.news]
         stopper = asyncio.create_task(stop.wait(), name="stop")
-        pending = set(loops)
+        pending: set[asyncio.Task[Any]] = set(loops)
         while pending and not stop.is_set():
             done, pending = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
             pending.discard(stopper)

@@ -14,6 +14,7 @@ tick. Every key gets the TTL again on each write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Iterable
@@ -235,10 +236,8 @@ class ResilientFeatureStore:
                 task.cancel()
         for task in (self._flusher, self._reconnect):
             if task is not None:
-                try:
+                with contextlib.suppress(asyncio.CancelledError):  # we cancelled it just above
                     await task
-                except asyncio.CancelledError:
-                    pass
         if self.healthy:
             try:
                 await self.redis.flush()

@@ -88,10 +88,12 @@ async def _run_embedded(
     batcher = MicroBatcher(load_sentiment_model(settings.model), settings.engine.batcher)
     store: Any = InMemoryFeatureStore()
     if redis:
-        from adapters.redis.config import RedisSettings
-        from adapters.redis.store import RedisFeatureStore
+        from adapters.redis.store import RedisFeatureStore, ResilientFeatureStore
 
-        store = RedisFeatureStore(RedisSettings(url=redis))
+        # Redis behind in-process state: a Redis outage never stops the service; it reconnects.
+        store = ResilientFeatureStore(RedisFeatureStore(settings.redis.model_copy(update={"url": redis})))
+        for symbol, bars in (await store.warm_up(settings.bybit.symbols)).items():
+            engine.warm(symbol, bars)
     signal_sinks: list[Any] = [BusSignalSink(bus), _StdoutSignalSink()]
     if signals_out:
         signal_sinks.append(JsonlSignalSink(signals_out))
@@ -105,6 +107,8 @@ async def _run_embedded(
     console.print(f"[green]sigstream run[/green]: {', '.join(chosen)} for {', '.join(settings.bybit.symbols)}; "
                   "Ctrl-C to stop")
     stats = await service.run(stop)
+    if hasattr(store, "close"):
+        await store.close()
     dead.close()
     for sink in signal_sinks:
         if hasattr(sink, "close"):
