@@ -1,6 +1,16 @@
 """The transformers/peft sentiment model adapter (implements engine.ports.SentimentModel)."""
 
-from adapters.model.config import ModelSettings
-from adapters.model.source import BaselineSentimentModel, TransformersSentimentModel, load_sentiment_model
+import logging
+
+# bitsandbytes logs a WARNING at import when the optional `kernels` package is absent; its own CPU
+# kernels are used instead, so the message is noise on every model load.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+from adapters.model.config import ModelSettings  # noqa: E402 - after the logger level, before bitsandbytes loads
+from adapters.model.source import (  # noqa: E402
+    BaselineSentimentModel,
+    TransformersSentimentModel,
+    load_sentiment_model,
+)
 
 __all__ = ["BaselineSentimentModel", "ModelSettings", "TransformersSentimentModel", "load_sentiment_model"]
