@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.kafka.config import KafkaSettings
+from adapters.kafka.fast_delivery import fast_delivery_consumer
 from adapters.kafka.ordering import (
     MARKET_HEADER,
     NEWS_HEADER,
@@ -317,6 +318,7 @@ def create_app(
             return extra
 
     class Transport(faust_aiokafka.Transport):  # type: ignore[misc]
+        Consumer = fast_delivery_consumer(faust_aiokafka.Consumer)
         Producer = IdempotentProducer
 
     class App(faust.App):  # type: ignore[misc]
