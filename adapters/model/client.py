@@ -219,6 +219,10 @@ def load_classifier(settings: ModelSettings, *, quantize_override: str | None = 
     model, label_index, new_head = load_base(
         settings.base, dtype=dtype, quantization_config=qconfig, device_map=device_map, quiet=bool(settings.adapter)
     )
+    from adapters.model.pooling import adapter_pooling, use_mean_pooling
+
+    if adapter_pooling(settings.adapter) == "mean":
+        use_mean_pooling(model)  # served the way the adapter was trained
     if settings.adapter:
         model = attach_adapter(model, settings.adapter, merge=settings.merge_adapter and qconfig is None)
     elif new_head:

@@ -36,6 +36,10 @@ def train_command(
     max_length: int = typer.Option(64, help="Tokens per text."),
     seed: int = typer.Option(42, help="Seed of init, shuffling and the validation split."),
     target_modules: str = typer.Option("query,value", help="LoRA targets, comma-separated, or all-linear."),
+    extra_trainable: str = typer.Option(
+        "", "--extra-trainable", help="Modules trained in full and saved with the adapter, comma-separated: pooler."
+    ),
+    pooling: str = typer.Option("cls", "--pooling", help="Head input: cls ([CLS], transformers' default) or mean."),
     rank: int = typer.Option(8, help="LoRA rank."),
     alpha: int = typer.Option(16, help="LoRA alpha."),
     dropout: float = typer.Option(0.1, help="LoRA dropout."),
@@ -62,6 +66,7 @@ def train_command(
         "method": method, "data": data, "out": out, "eval_data": eval_data, "epochs": epochs,
         "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "max_length": max_length, "seed": seed,
         "target_modules": [t.strip() for t in target_modules.split(",") if t.strip()], "rank": rank,
+        "pooling": pooling, "extra_trainable": [m.strip() for m in extra_trainable.split(",") if m.strip()],
         "alpha": alpha, "dropout": dropout, "prefix_tokens": prefix_tokens, "prefix_projection": prefix_projection,
         "focal_gamma": focal, "class_weights": class_weights, "label_smoothing": label_smoothing,
         "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "patience": patience,

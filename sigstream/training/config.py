@@ -33,6 +33,9 @@ class TrainConfig(BaseModel):
     target_modules: list[str] = Field(
         default_factory=lambda: ["query", "value"], description="LoRA targets; ['all-linear'] for every Linear."
     )
+    pooling: Literal["cls", "mean"] = Field(
+        "cls", description="Sentence representation fed to the head: [CLS] (transformers' default) or masked mean."
+    )
     extra_trainable: list[str] = Field(
         default_factory=list, description="Extra modules trained in full and saved with the adapter (e.g. pooler)."
     )

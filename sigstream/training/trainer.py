@@ -94,6 +94,10 @@ def build_model(cfg: TrainConfig, device: str) -> tuple[Any, Any, Any]:
     model, label_index, _ = client.load_base(
         cfg.base, dtype=torch.float32, quantization_config=qconfig, device_map=device_map, quiet=True
     )
+    if cfg.pooling == "mean":
+        from adapters.model.pooling import use_mean_pooling
+
+        use_mean_pooling(model)  # before peft: module names (and so the saved adapter) stay unchanged
     if qconfig is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
         if device == "cpu":
