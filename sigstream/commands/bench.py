@@ -24,6 +24,11 @@ def bench(
     texts: int = typer.Option(400, "--texts", min=0, help="Labelled texts for the sentiment comparison (0 skips)."),
     data: str = typer.Option("fpb:50:test", "--data", help="Labelled data spec for the sentiment texts."),
     kafka: str | None = typer.Option(None, "--kafka", help="Also measure end-to-end through this Kafka broker."),
+    kafka_model: str = typer.Option(
+        "adapters.model.source:load_sentiment_model",
+        "--kafka-model",
+        help="The worker's sentiment model, module:factory (the lexicon test model isolates the Kafka path).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON on stdout."),
 ) -> None:
     """Measure bars/s through features, trades/s through bar building, and batched vs one-at-a-time
@@ -42,7 +47,7 @@ def bench(
         from adapters.kafka.bench import run_kafka_bench
 
         with console.status("kafka end to end (about a minute)..."):
-            result["kafka"] = asyncio.run(run_kafka_bench(kafka))
+            result["kafka"] = asyncio.run(run_kafka_bench(kafka, model=kafka_model))
     if as_json:
         typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     _print(result)
@@ -60,9 +65,11 @@ def _sentiment(count: int, spec: str) -> list[dict[str, Any]]:
         variants = {
             "baseline (1 text/forward, fp32)": TransformersSentimentModel.baseline(settings),
             "batched fp32, length-sorted": TransformersSentimentModel.optimized(
-                settings.model_copy(update={"quantize": "none"})),
+                settings.model_copy(update={"quantize": "none"})
+            ),
             "batched + int8 dynamic (default)": TransformersSentimentModel.optimized(
-                settings.model_copy(update={"quantize": "int8-dynamic"})),
+                settings.model_copy(update={"quantize": "int8-dynamic"})
+            ),
         }
     with console.status(f"sentiment on {len(examples)} texts..."):
         return benchmarks.bench_sentiment([e.text for e in examples], [e.label for e in examples], variants)
@@ -77,8 +84,12 @@ def _print(result: dict[str, Any]) -> None:
     table.add_row("features", f"{result['features']['bars_per_s']:,.0f} bars/s", "", "")
     table.add_row("bar building", f"{result['bar_building']['trades_per_s']:,.0f} trades/s", "", "")
     for row in result.get("sentiment", []):
-        table.add_row(f"sentiment: {row['variant']}", f"{row['texts_per_s']:,.1f} texts/s",
-                      f"{row['speedup']:.2f}x", f"{row['weighted_f1']:.4f}")
+        table.add_row(
+            f"sentiment: {row['variant']}",
+            f"{row['texts_per_s']:,.1f} texts/s",
+            f"{row['speedup']:.2f}x",
+            f"{row['weighted_f1']:.4f}",
+        )
     for key, value in result.get("kafka", {}).items():
         if isinstance(value, int | float):
             table.add_row(f"kafka: {key}", f"{value:,.1f}", "", "")
