@@ -45,6 +45,7 @@ async def test_an_error_after_the_first_step_reaches_the_awaiter() -> None:
 async def test_cancelling_the_continuation_cancels_the_inner_wait() -> None:
     fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     done, continuation = first_step(_waits_on(fut, 1))
+    assert done is False
     task = asyncio.ensure_future(continuation)
     await asyncio.sleep(0)
     task.cancel()
@@ -69,7 +70,7 @@ class _BaseConsumer:
         self._crashed = _Flag()
         self.slow_calls = 0
 
-    async def wait_first(self, *coros: object, timeout: object = None) -> object:
+    async def wait_first(self, *coros: object, timeout: object = None) -> object:  # noqa: ASYNC109 - mode's signature
         self.slow_calls += 1
         results = [await c for c in coros[:1]]  # type: ignore[misc]
         for other in coros[1:]:
