@@ -166,12 +166,7 @@ def load_csv(path: Path, name: str, label_parser: Callable[[str], int] | None = 
     tsi = next((columns[c] for c in TIMESTAMP_COLUMNS if c in columns), None)
     rows = list(reader)
     if label_parser is None:
-        labels = {r[li].strip() for r in rows if len(r) > li}
-        if labels and labels <= {"0", "1", "2"}:
-            log.warning("%s: numeric labels read as the tweets coding 0=bearish 1=bullish 2=neutral", path)
-            label_parser = parse_tfns_label
-        else:
-            label_parser = parse_label
+        label_parser = label_parser_for({r[li].strip() for r in rows if len(r) > li}, str(path))
     out = LabelledSet(name)
     for lineno, row in enumerate(rows, start=2):
         raw = ",".join(row)
@@ -187,6 +182,14 @@ def load_csv(path: Path, name: str, label_parser: Callable[[str], int] | None = 
     return out
 
 
+def label_parser_for(labels: set[str], source: str) -> Callable[[str], int]:
+    """Words, or, when every label is one of the digits 0/1/2, the financial-tweets coding (logged)."""
+    if labels and labels <= {"0", "1", "2"}:
+        log.warning("%s: numeric labels read as the tweets coding 0=bearish 1=bullish 2=neutral", source)
+        return parse_tfns_label
+    return parse_label
+
+
 def load_hub(dataset_id: str, config: str | None) -> LabelledSet:
     """A labelled set from the Hugging Face hub (needs ``datasets`` and a network)."""
     try:
@@ -196,11 +199,14 @@ def load_hub(dataset_id: str, config: str | None) -> LabelledSet:
     ds = datasets.load_dataset(dataset_id, config, split="train")
     names = ds.features["label"].names if hasattr(ds.features["label"], "names") else None
     text_col = "text" if "text" in ds.column_names else "sentence"
+    # Named classes (e.g. takala/financial_phrasebank) are words; bare 0/1/2 codes (the tweets set on the hub,
+    # zeroshot/twitter-financial-news-sentiment) use the tweets coding, as in a local CSV.
+    parse = parse_label if names else label_parser_for({str(v) for v in ds.unique("label")}, f"hub:{dataset_id}")
     out = LabelledSet(f"hub:{dataset_id}")
     for i, row in enumerate(ds, start=1):
         raw_label = names[row["label"]] if names else str(row["label"])
         try:
-            out.examples.append(Example(parse_text(row[text_col]), parse_label(raw_label)))
+            out.examples.append(Example(parse_text(row[text_col]), parse(raw_label)))
         except InvalidInput as exc:
             out.bad_rows.append(BadRow(out.name, i, exc.reason, str(row)))
     return out

@@ -160,3 +160,14 @@ def test_shared_fpb_split_when_shared_data_is_present() -> None:
     assert len(test.examples) == 968
     assert set(train.texts).isdisjoint(test.texts)
     assert set(load_spec("fpb:all:test", s).texts) <= set(test.texts)
+
+
+def test_label_vocabulary_is_chosen_from_all_labels_at_once() -> None:
+    from adapters.datasets.parsing import parse_label, parse_tfns_label
+    from adapters.datasets.source import label_parser_for
+
+    assert label_parser_for({"0", "1", "2"}, "t") is parse_tfns_label
+    assert label_parser_for({"0", "2"}, "t") is parse_tfns_label
+    # One word among the digits: words win, so the digits become bad rows rather than silently re-coded.
+    assert label_parser_for({"0", "bullish"}, "t") is parse_label
+    assert label_parser_for(set(), "t") is parse_label
