@@ -33,6 +33,6 @@ class FatalError(SigstreamError):
 class MissingDependency(FatalError):
     """An optional heavy dependency is not installed; the message says what to install."""
 
-    def __init__(self, package: str, purpose: str) -> None:
-        super().__init__(f"{purpose} needs the '{package}' package: pip install {package}")
+    def __init__(self, package: str, purpose: str, install: str | None = None) -> None:
+        super().__init__(f"{purpose} needs the '{package}' package: pip install {install or package}")
         self.package = package

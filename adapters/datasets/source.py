@@ -195,7 +195,8 @@ def load_hub(dataset_id: str, config: str | None) -> LabelledSet:
     try:
         import datasets
     except ModuleNotFoundError:
-        raise MissingDependency("datasets", f"loading {dataset_id} from the hub") from None
+        # datasets 5 wants huggingface-hub 2, which would break transformers 5.17: name the working range.
+        raise MissingDependency("datasets", f"loading {dataset_id} from the hub", install="'datasets>=4,<5'") from None
     ds = datasets.load_dataset(dataset_id, config, split="train")
     names = ds.features["label"].names if hasattr(ds.features["label"], "names") else None
     text_col = "text" if "text" in ds.column_names else "sentence"

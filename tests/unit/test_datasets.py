@@ -171,3 +171,14 @@ def test_label_vocabulary_is_chosen_from_all_labels_at_once() -> None:
     # One word among the digits: words win, so the digits become bad rows rather than silently re-coded.
     assert label_parser_for({"0", "bullish"}, "t") is parse_label
     assert label_parser_for(set(), "t") is parse_label
+
+
+def test_hub_specs_without_the_datasets_package_say_what_to_install() -> None:
+    import importlib.util
+
+    from engine.errors import MissingDependency
+
+    if importlib.util.find_spec("datasets") is not None:
+        pytest.skip("datasets is installed here")
+    with pytest.raises(MissingDependency, match=r"pip install 'datasets>=4,<5'"):
+        load_spec("hub:takala/financial_phrasebank:sentences_50agree")
