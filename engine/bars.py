@@ -6,6 +6,27 @@ from engine.errors import InvalidInput
 from engine.events import Bar, Interval, Trade
 
 
+def closed_bar(
+    symbol: str,
+    interval: Interval,
+    start: int,
+    ohlcv: tuple[float, float, float, float, float],
+    ts_init: int | None = None,
+) -> Bar:
+    """A venue's closed OHLCV bar as a :class:`Bar`: ``ts_event`` is its close, ``start + interval``.
+
+    ``ts_init`` defaults to the close too (a replayed bar arrives when it closes).
+
+    Raises:
+        InvalidInput: low above high, or a negative volume.
+    """
+    open_, high, low, close, volume = ohlcv
+    if low > high or volume < 0:
+        raise InvalidInput(f"{symbol}: inconsistent bar (low {low} > high {high} or volume {volume} < 0)")
+    end = start + interval.ms
+    return Bar(symbol, interval, start, open_, high, low, close, volume, end, end if ts_init is None else ts_init)
+
+
 class BarBuilder:
     """Aggregates one symbol's trades into bars of one interval.
 

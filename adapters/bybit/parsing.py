@@ -21,8 +21,9 @@ from typing import Any
 import msgspec
 import orjson
 
+from engine.bars import closed_bar
 from engine.errors import InvalidInput
-from engine.events import Bar, Event, Interval, Side, Ticker, Trade
+from engine.events import Event, Interval, Side, Ticker, Trade
 
 
 class OrderBookUpdate(msgspec.Struct, frozen=True, gc=False):
@@ -192,22 +193,7 @@ def _parse_kline(topic: str, parts: list[str], frame: Mapping[str, Any], ts_init
         if not confirm:
             # Bybit pushes the forming bar every ~second; only the closed bar is a Bar.
             continue
-        if low > high or volume < 0:
-            raise InvalidInput(f"{topic}: inconsistent kline (low {low} > high {high} or volume {volume} < 0)")
-        bars.append(
-            Bar(
-                symbol=symbol,
-                interval=interval,
-                start=start,
-                open=open_,
-                high=high,
-                low=low,
-                close=close,
-                volume=volume,
-                ts_event=start + interval.ms,
-                ts_init=ts_init,
-            )
-        )
+        bars.append(closed_bar(symbol, interval, start, (open_, high, low, close, volume), ts_init))
     return bars
 
 

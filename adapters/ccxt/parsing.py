@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from engine.bars import closed_bar
 from engine.errors import InvalidInput
 from engine.events import Bar, Interval
 
@@ -28,20 +29,7 @@ def ohlcv_to_bar(row: Sequence[Any], symbol: str, interval: Interval, ts_init: i
     open_, high, low, close, volume = (
         _num(row[i], name, symbol) for i, name in enumerate(("open", "high", "low", "close", "volume"), start=1)
     )
-    if low > high or volume < 0:
-        raise InvalidInput(f"{symbol}: inconsistent OHLCV row {row!r}")
-    return Bar(
-        symbol=symbol,
-        interval=interval,
-        start=start,
-        open=open_,
-        high=high,
-        low=low,
-        close=close,
-        volume=volume,
-        ts_event=start + interval.ms,
-        ts_init=ts_init,
-    )
+    return closed_bar(symbol, interval, start, (open_, high, low, close, volume), ts_init)
 
 
 def closed_bars(

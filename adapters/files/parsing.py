@@ -19,6 +19,7 @@ import orjson
 
 from adapters.bybit.decoder import FrameDecoder
 from adapters.bybit.frames import to_epoch_ms
+from engine.bars import closed_bar
 from engine.errors import InvalidInput
 from engine.events import Bar, Event, Interval, NewsItem
 
@@ -127,11 +128,7 @@ def bar_from_kline_row(row: Mapping[str, str], symbol: str, interval: Interval) 
         raise InvalidInput("row has no timestamp/start")
     start = to_epoch_ms(stamp)
     open_, high, low, close = (_price(row, c) for c in ("open", "high", "low", "close"))
-    volume = _price(row, "volume")
-    if high < low or volume < 0:
-        raise InvalidInput(f"inconsistent bar: high {high} < low {low} or volume {volume} < 0")
-    end = start + interval.ms
-    return Bar(symbol, interval, start, open_, high, low, close, volume, end, end)
+    return closed_bar(symbol, interval, start, (open_, high, low, close, _price(row, "volume")))
 
 
 def news_from_csv_row(row: Mapping[str, str], date_format: str) -> NewsItem:

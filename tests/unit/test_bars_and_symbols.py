@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.bars import BarBuilder
+from engine.bars import BarBuilder, closed_bar
 from engine.config import SymbolMapSettings
 from engine.errors import InvalidInput
 from engine.events import Interval, Side, Trade
@@ -69,3 +69,14 @@ def test_engine_uses_either_klines_or_trades_for_bars_never_both() -> None:
     assert from_trades.on_bar(kline) is None and from_trades.stats.bars_not_used == 1
     from_trades.on_trade(_trade(1_000, 1.0))
     assert len(from_trades.on_trade(_trade(61_000, 2.0))) == 1
+
+
+def test_a_venue_bar_closes_at_start_plus_interval_and_must_be_consistent() -> None:
+    interval = Interval.parse("1m")
+    bar = closed_bar("BTCUSDT", interval, 60_000, (1.0, 2.0, 0.5, 1.5, 10.0))
+    assert (bar.ts_event, bar.ts_init) == (120_000, 120_000)
+    assert closed_bar("BTCUSDT", interval, 60_000, (1.0, 2.0, 0.5, 1.5, 10.0), ts_init=125_000).ts_init == 125_000
+    with pytest.raises(InvalidInput, match="inconsistent bar"):
+        closed_bar("BTCUSDT", interval, 60_000, (1.0, 0.5, 2.0, 1.5, 10.0))
+    with pytest.raises(InvalidInput, match="inconsistent bar"):
+        closed_bar("BTCUSDT", interval, 60_000, (1.0, 2.0, 0.5, 1.5, -1.0))
