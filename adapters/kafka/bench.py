@@ -86,7 +86,9 @@ def _start_worker(settings: KafkaSettings, model: str, workdir: Path) -> tuple[s
 async def _publish_frames(settings: KafkaSettings, frames: int, per_bar: int) -> dict[str, Any]:
     producer = make_producer(settings, linger_ms=20)
     await producer.start()
-    t0 = 1_700_000_000_000
+    # Minute-aligned, so each group of ``per_bar`` frames fills exactly one 1m bar; an unaligned
+    # start splits groups across bars and the bar count (and the rate) would be off by one.
+    t0 = 1_700_000_040_000
     try:
         for i in range(frames):
             frame = trade_frame("BTCUSDT", i, t0, per_bar)
