@@ -43,7 +43,7 @@ run: setup  ## Replay the shared data (or a generated demo) through the in-proce
 
 test: setup  ## Lint and type-check, then unit + integration (+ gpu, skipped without CUDA) tests
 	$(BIN)/ruff check engine adapters sigstream tests
-	$(BIN)/mypy engine adapters
+	$(BIN)/mypy engine adapters sigstream
 	$(BIN)/pytest tests
 
 test-unit: setup  ## Unit tests only (no services)
@@ -54,7 +54,7 @@ test-integration: setup  ## Integration tests (starts Kafka and Redis via deploy
 
 lint: setup  ## ruff + mypy
 	$(BIN)/ruff check engine adapters sigstream tests
-	$(BIN)/mypy engine adapters
+	$(BIN)/mypy engine adapters sigstream
 
 bench: setup  ## Print the benchmark table (add ARGS=--json)
 	$(BIN)/sigstream bench $(ARGS)

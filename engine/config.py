@@ -5,11 +5,24 @@ lives in :mod:`sigstream.settings`; these are its engine sections, e.g.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator
+from pydantic_settings import NoDecode
 
 from engine.events import Interval
+
+
+def parse_symbol_list(value: object) -> object:
+    """``"btcusdt, ETHUSDT"`` -> ``("BTCUSDT", "ETHUSDT")``; anything else is left for pydantic to check."""
+    if isinstance(value, str):
+        return tuple(s.strip().upper() for s in value.split(",") if s.strip())
+    return value
+
+
+# Environment variables and CLI flags carry symbol lists as one comma-separated string. NoDecode
+# stops pydantic-settings from reading a tuple field's environment value as JSON first.
+SymbolList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(parse_symbol_list)]
 
 DEFAULT_SYMBOL_NAMES: dict[str, str] = {
     "bitcoin": "BTCUSDT",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from engine.bars import BarBuilder
@@ -70,12 +70,12 @@ def bench_bar_building(count: int = 1_000_000, repeats: int = 3) -> dict[str, An
 def weighted_f1(labels: Sequence[int], probs: Sequence[Sequence[float]]) -> float:
     from sigstream.training.metrics import classification_metrics
 
-    predictions = [max(range(3), key=lambda i, p=p: p[i]) for p in probs]
+    predictions = [max(range(3), key=row.__getitem__) for row in probs]
     return float(classification_metrics(list(labels), predictions)["weighted_f1"])
 
 
 def bench_sentiment(
-    texts: Sequence[str], labels: Sequence[int], variants: dict[str, SentimentModel], max_batch: int = 64
+    texts: Sequence[str], labels: Sequence[int], variants: Mapping[str, SentimentModel], max_batch: int = 64
 ) -> list[dict[str, Any]]:
     """texts/s and weighted F1 of each variant on the same texts; the first variant is the baseline.
 

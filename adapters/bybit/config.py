@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from engine.config import SymbolList
 from engine.events import Interval
 
 Category = Literal["linear", "inverse", "spot", "option"]
@@ -19,7 +20,7 @@ class BybitSettings(BaseModel):
         description="Public websocket endpoint; its path names the category.",
     )
     category: Category = Field("linear", description="Bybit product category the symbols belong to.")
-    symbols: tuple[str, ...] = Field(("BTCUSDT",), description="Symbols to subscribe to, Bybit spelling.")
+    symbols: SymbolList = Field(("BTCUSDT",), description="Symbols to subscribe to, Bybit spelling.")
     interval: Interval = Field(Interval.M1, description="Kline interval subscribed as kline.{i}.{S}.")
     orderbook_depth: int = Field(50, description="Order book depth (1, 50, 200 or 500 on linear); 0 = none.")
     trades: bool = Field(True, description="Subscribe to publicTrade.{S}.")
@@ -34,14 +35,6 @@ class BybitSettings(BaseModel):
     max_reconnects: int | None = Field(None, ge=0, description="Give up after this many reconnects; None = never.")
     queue_size: int = Field(10_000, ge=1, description="Parsed events buffered between socket and consumer.")
     rest_url: str = Field("https://api.bybit.com", description="REST base URL ccxt uses for OHLCV backfill.")
-
-    @field_validator("symbols", mode="before")
-    @classmethod
-    def _split_symbols(cls, value: object) -> object:
-        # Environment variables arrive as "BTCUSDT,ETHUSDT".
-        if isinstance(value, str):
-            return tuple(s.strip().upper() for s in value.split(",") if s.strip())
-        return value
 
     @field_validator("orderbook_depth")
     @classmethod

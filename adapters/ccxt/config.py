@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
+from engine.config import SymbolList
 from engine.events import Interval
 
 
@@ -15,15 +16,8 @@ class CcxtSettings(BaseModel):
         None, description="Base URL replacing every ccxt API URL (a local test server); None = ccxt's default."
     )
     category: str = Field("linear", description="Bybit market category loaded by load_markets.")
-    symbols: tuple[str, ...] = Field(("BTCUSDT",), description="Exchange symbol ids to backfill (BTCUSDT).")
+    symbols: SymbolList = Field(("BTCUSDT",), description="Exchange symbol ids to backfill (BTCUSDT).")
     interval: Interval = Field(Interval.M1, description="Bar interval to backfill.")
     limit: int = Field(200, ge=1, le=1000, description="Most recent closed bars per symbol (one request).")
     timeout_ms: int = Field(10_000, ge=100, description="ccxt HTTP timeout per request.")
     attempts: int = Field(3, ge=1, description="Tries per request on network errors.")
-
-    @field_validator("symbols", mode="before")
-    @classmethod
-    def _split_symbols(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(s.strip().upper() for s in value.split(",") if s.strip())
-        return value

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import NoDecode
 
 
 class RssSettings(BaseModel):
     """Which feeds to poll and how often."""
 
-    feeds: tuple[str, ...] = Field(
+    feeds: Annotated[tuple[str, ...], NoDecode] = Field(
         ("https://www.coindesk.com/arc/outboundfeeds/rss/",),
         description="RSS or Atom feed URLs, polled in order each cycle.",
     )
@@ -22,7 +25,7 @@ class RssSettings(BaseModel):
     @field_validator("feeds", mode="before")
     @classmethod
     def _split_feeds(cls, value: object) -> object:
-        # Environment variables arrive as "url1,url2".
+        # Environment variables arrive as "url1,url2" (NoDecode: not parsed as JSON first).
         if isinstance(value, str):
             return tuple(url.strip() for url in value.split(",") if url.strip())
         return value

@@ -17,6 +17,7 @@ from adapters.inprocess.store import InMemoryFeatureStore
 from adapters.prometheus.sink import serve_metrics
 from adapters.system.clock import WallClock
 from engine.batcher import MicroBatcher
+from engine.config import parse_symbol_list
 from engine.errors import InvalidInput, TransientError
 from engine.events import Interval
 from engine.pipeline import SignalEngine
@@ -55,7 +56,7 @@ def run(
     if "rss" in chosen and not feeds:
         raise InvalidInput("--sources rss needs at least one --feed URL")
     settings = load_settings()
-    symbol_list = tuple(s.strip().upper() for s in symbols.split(",") if s.strip())
+    symbol_list = parse_symbol_list(symbols)
     bybit_update: dict[str, Any] = {"symbols": symbol_list, "interval": interval}
     if bybit_url:
         bybit_update["ws_url"] = bybit_url

@@ -80,3 +80,15 @@ def test_a_venue_bar_closes_at_start_plus_interval_and_must_be_consistent() -> N
         closed_bar("BTCUSDT", interval, 60_000, (1.0, 0.5, 2.0, 1.5, 10.0))
     with pytest.raises(InvalidInput, match="inconsistent bar"):
         closed_bar("BTCUSDT", interval, 60_000, (1.0, 2.0, 0.5, 1.5, -1.0))
+
+
+def test_comma_separated_lists_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sigstream.settings import load_settings
+
+    monkeypatch.setenv("SIGSTREAM_BYBIT__SYMBOLS", "btcusdt, ETHUSDT,,")
+    monkeypatch.setenv("SIGSTREAM_CCXT__SYMBOLS", "solusdt")
+    settings = load_settings()
+    assert settings.bybit.symbols == ("BTCUSDT", "ETHUSDT")
+    assert settings.ccxt.symbols == ("SOLUSDT",)
+    monkeypatch.setenv("SIGSTREAM_RSS__FEEDS", "http://a.example/rss, http://b.example/atom")
+    assert load_settings().rss.feeds == ("http://a.example/rss", "http://b.example/atom")
