@@ -23,7 +23,8 @@ class Backoff:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before retry number ``attempt`` (0-based)."""
-        cap = min(self.maximum_s, self.initial_s * self.factor**attempt)
+        # The exponent is capped: factor**1024 overflows a float, and "retry forever" loops reach it.
+        cap = min(self.maximum_s, self.initial_s * self.factor ** min(attempt, 64))
         return (rng or random).uniform(0, cap)
 
 
