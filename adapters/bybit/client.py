@@ -43,6 +43,7 @@ class ClientStats:
     pongs: int = 0
     pong_timeouts: int = 0
     messages: int = 0
+    data_messages: int = 0  # messages that are not op replies (acks, pongs)
     errors: list[str] = field(default_factory=list)
 
 
@@ -91,9 +92,15 @@ class BybitWsClient:
             await self._send_op("unsubscribe", gone)
 
     async def resubscribe(self, topic: str) -> None:
-        """Unsubscribe then subscribe one topic: Bybit answers with a fresh snapshot."""
-        await self.unsubscribe([topic])
-        await self.subscribe([topic])
+        """Unsubscribe then subscribe one topic: Bybit answers with a fresh snapshot.
+
+        The topic stays in the subscription set throughout, so when a send fails (the link is often
+        failing when a book has a gap) the reconnect still subscribes it.
+        """
+        self._topics.setdefault(topic, None)
+        if self._ws is not None:
+            await self._send_op("unsubscribe", [topic])
+            await self._send_op("subscribe", [topic])
 
     async def ping(self) -> None:
         await self._send({"req_id": str(next(self._req_ids)), "op": "ping"})
@@ -118,7 +125,7 @@ class BybitWsClient:
         """
         failures = 0
         while not self._closed.is_set():
-            received_before = self.stats.messages
+            data_before = self.stats.data_messages
             try:
                 await self._session(on_message)
             except InvalidURI as exc:
@@ -126,8 +133,10 @@ class BybitWsClient:
             except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, TransientError) as exc:
                 self.stats.errors.append(f"{type(exc).__name__}: {exc}")
                 log.warning("bybit websocket dropped: %s", exc)
-            if self.stats.messages > received_before:
-                failures = 0  # the connection worked; back off from scratch
+            if self.stats.data_messages > data_before:
+                # The connection delivered market data, so it worked: back off from scratch. A server that
+                # only acks the subscribe and then closes keeps backing off (Bybit limits connects/5 min).
+                failures = 0
             if self._closed.is_set():
                 return
             limit = self.settings.max_reconnects
@@ -158,7 +167,8 @@ class BybitWsClient:
                 async for message in ws:
                     ts_init = self.clock.now_ms()
                     self.stats.messages += 1
-                    self._observe_control(message)
+                    if not self._observe_control(message):
+                        self.stats.data_messages += 1
                     await on_message(message, ts_init)
             finally:
                 self._connected.clear()
@@ -184,20 +194,22 @@ class BybitWsClient:
                 ws.transport.abort()
                 return
 
-    def _observe_control(self, message: str | bytes) -> None:
+    def _observe_control(self, message: str | bytes) -> bool:
+        """Note pongs; True when ``message`` is an op reply (subscribe ack, pong) rather than data."""
         # Cheap pre-check: data frames carry "topic", never "op".
         if (b'"op"' not in message) if isinstance(message, bytes) else ('"op"' not in message):
-            return
+            return False
         try:
             frame = orjson.loads(message)
         except orjson.JSONDecodeError:
-            return  # the source dead-letters it
-        if not isinstance(frame, dict):
-            return
+            return False  # the source dead-letters it
+        if not isinstance(frame, dict) or "op" not in frame:
+            return False
         # Linear/inverse answer {"op":"ping","ret_msg":"pong"}; spot answers {"op":"pong"}.
         if frame.get("op") == "pong" or (frame.get("op") == "ping" and frame.get("ret_msg") == "pong"):
             self.stats.pongs += 1
             self._pong.set()
+        return True
 
     async def _send_op(self, op: str, args: list[str]) -> None:
         for i in range(0, len(args), _MAX_ARGS_PER_REQUEST):

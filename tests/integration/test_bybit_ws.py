@@ -271,3 +271,35 @@ def test_testserver_cli_help_lists_commands() -> None:
 def test_testserver_class_is_importable_without_a_running_loop() -> None:
     server = BybitTestServer([FeedEntry({"topic": "kline.1.BTCUSDT"})])
     assert server.url.startswith("ws://127.0.0.1:")
+
+
+async def test_a_server_that_acks_and_drops_is_backed_off_until_max_reconnects() -> None:
+    # A subscribe ack is not market data: a server that acks and closes must not reset the backoff,
+    # or the client reconnects at full speed forever (Bybit caps connections per 5 minutes).
+    from adapters.bybit.client import BybitWsClient
+    from engine.errors import TransientError
+
+    async with bybit_ws_server() as server:
+        client = BybitWsClient(fast_bybit_settings(server.url, max_reconnects=3))
+        await client.subscribe(["kline.1.BTCUSDT"])
+
+        async def drop_after_each_ack() -> None:
+            acked = 0
+            while True:
+                await eventually(lambda n=acked: len(server.subscribe_requests) > n, timeout=30)
+                acked = len(server.subscribe_requests)
+                await eventually(lambda n=acked: client.stats.messages - client.stats.pongs >= n)  # the ack arrived
+                await server.drop()
+
+        async def ignore(message: str | bytes, ts_init: int) -> None:
+            return None
+
+        dropper = asyncio.create_task(drop_after_each_ack())
+        try:
+            with pytest.raises(TransientError, match="gave up after 3"):
+                await asyncio.wait_for(client.run(ignore), 30)
+        finally:
+            dropper.cancel()
+    assert client.stats.data_messages == 0
+    assert server.connections_total == 4
+
