@@ -11,6 +11,7 @@ from engine.errors import MissingDependency, TransientError
 try:
     import redis.asyncio as aioredis
     from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import OutOfMemoryError, ReadOnlyError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ModuleNotFoundError as exc:  # pragma: no cover - redis is a declared dependency
     raise MissingDependency("redis", "the Redis feature cache") from exc
@@ -28,8 +29,20 @@ def connect(settings: RedisSettings) -> aioredis.Redis:
 
 @asynccontextmanager
 async def transient_errors(what: str) -> AsyncIterator[None]:
-    """Turn Redis connection failures and timeouts into :class:`TransientError` (retry, don't crash)."""
+    """Turn Redis connection failures and timeouts into :class:`TransientError` (retry, don't crash).
+
+    READONLY (a replica during failover) and OOM replies are transient too: the write succeeds once
+    the new primary is up or memory is freed, so they must not kill the background flusher.
+    """
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError) as exc:
+    except (
+        RedisConnectionError,
+        RedisTimeoutError,
+        ReadOnlyError,
+        OutOfMemoryError,
+        ConnectionError,
+        TimeoutError,
+        OSError,
+    ) as exc:
         raise TransientError(f"redis {what} failed: {exc}") from exc

@@ -4,7 +4,9 @@ Per symbol, under ``{prefix}``:
 
 * ``{prefix}:features:{symbol}`` - hash of the latest features (one field per feature, plus
   ``event``: the versioned payload that :func:`engine.serialization.decode_event` restores);
-* ``{prefix}:bars:{symbol}``     - list of the most recent bars (oldest first), trimmed to ``max_bars``;
+* ``{prefix}:bars:{symbol}``     - sorted set of the most recent bars scored by bar start, trimmed to
+  ``max_bars``; a bar replaces any earlier copy with the same start, so a retried write (its reply lost)
+  or a re-delivered bar never appears twice in a warm-up;
 * ``{prefix}:symbols``           - set of the symbols written, so a cold worker knows what to warm.
 
 Writes are buffered and sent in one pipeline for many symbols and bars: never one round trip per
@@ -18,7 +20,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from adapters.inprocess.store import InMemoryFeatureStore
 from adapters.redis.client import connect, transient_errors
@@ -85,7 +87,10 @@ class RedisFeatureStore:
         async with self._flush_lock:
             if not self._pending_count:
                 return
-            features, bars = self._pending_features, self._pending_bars
+            # Take the buffers before the await: saves that land while the pipeline is in flight go to
+            # fresh buffers instead of being cleared with the ones just written.
+            features, bars, count = self._pending_features, self._pending_bars, self._pending_count
+            self._pending_features, self._pending_bars, self._pending_count = {}, {}, 0
             ttl = self.settings.ttl_s
             pipe = self._redis.pipeline(transaction=False)
             for symbol in sorted(set(features) | set(bars)):
@@ -96,16 +101,29 @@ class RedisFeatureStore:
                     pipe.expire(fkey, ttl)
                 window = bars.get(symbol)
                 if window:
-                    pipe.rpush(bkey, *(encode_event(b) for b in window))
-                    pipe.ltrim(bkey, -self.settings.max_bars, -1)
+                    for bar in window:
+                        # Remove-then-add by start: idempotent, so resending after a lost reply is safe.
+                        pipe.zremrangebyscore(bkey, bar.start, bar.start)
+                        pipe.zadd(bkey, {encode_event(bar): bar.start})
+                    pipe.zremrangebyrank(bkey, 0, -self.settings.max_bars - 1)
                     pipe.expire(bkey, ttl)
                 pipe.sadd(self.symbols_key, symbol)
             pipe.expire(self.symbols_key, ttl)
-            async with transient_errors("pipelined write"):
-                await pipe.execute()
+            try:
+                async with transient_errors("pipelined write"):
+                    await pipe.execute()
+            except TransientError:
+                self._restore(features, bars, count)
+                raise
             self.round_trips += 1
-            # Only now are the writes acknowledged; anything buffered meanwhile stays pending.
-            self._pending_features, self._pending_bars, self._pending_count = {}, {}, 0
+
+    def _restore(self, features: dict[str, Features], bars: dict[str, deque[Bar]], count: int) -> None:
+        """Put unacknowledged writes back in front of anything buffered since."""
+        for symbol, window in bars.items():
+            newer = self._pending_bars.get(symbol, ())
+            self._pending_bars[symbol] = deque([*window, *newer], maxlen=self.settings.max_bars)
+        self._pending_features = features | self._pending_features
+        self._pending_count += count
 
     # -- reads ------------------------------------------------------------------------------
     async def latest(self, symbol: str) -> Features | None:
@@ -117,8 +135,8 @@ class RedisFeatureStore:
         if limit <= 0:
             return []
         async with transient_errors("read of recent bars"):
-            payloads = await self._redis.lrange(self.bars_key(symbol), -limit, -1)
-        return [_decode(p, Bar) for p in payloads]
+            payloads = await self._redis.zrange(self.bars_key(symbol), -limit, -1)
+        return [_decode(cast(bytes, p), Bar) for p in payloads]  # members only: withscores is off
 
     async def symbols(self) -> list[str]:
         async with transient_errors("read of symbols"):
@@ -135,7 +153,7 @@ class RedisFeatureStore:
             return {}
         pipe = self._redis.pipeline(transaction=False)
         for symbol in names:
-            pipe.lrange(self.bars_key(symbol), -limit, -1)
+            pipe.zrange(self.bars_key(symbol), -limit, -1)
         async with transient_errors("warm-up read"):
             results = await pipe.execute()
         return {

@@ -70,7 +70,7 @@ async def test_bar_window_is_bounded_and_keys_carry_a_ttl(settings: RedisSetting
         await store.save(bar, f)
     await store.flush()
     raw = aioredis.Redis.from_url(settings.url)
-    assert await raw.llen(store.bars_key("ETHUSDT")) == settings.max_bars
+    assert await raw.zcard(store.bars_key("ETHUSDT")) == settings.max_bars
     assert 0 < await raw.ttl(store.bars_key("ETHUSDT")) <= settings.ttl_s
     assert 0 < await raw.ttl(store.features_key("ETHUSDT")) <= settings.ttl_s
     fields = await raw.hgetall(store.features_key("ETHUSDT"))
@@ -92,6 +92,41 @@ async def test_writes_for_many_symbols_and_bars_share_one_round_trip(settings: R
     warm = await store.warm_up(limit=25)
     assert sorted(warm) == ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
     assert all(len(b) == 25 for b in warm.values())
+    await store.close()
+
+
+async def test_a_bar_written_twice_is_stored_once(settings: RedisSettings) -> None:
+    # A pipeline whose reply was lost is sent again, and a restarted worker re-saves the bars it
+    # re-processes: neither may leave a second copy for the warm-up to feed into the features.
+    bars, feats = run_engine("BTCUSDT", 10)
+    store = RedisFeatureStore(settings)
+    for bar, f in zip(bars, feats, strict=True):
+        await store.save(bar, f)
+    await store.flush()
+    for bar, f in zip(bars[5:], feats[5:], strict=True):
+        await store.save(bar, f)
+    await store.flush()
+    assert await store.recent_bars("BTCUSDT", 100) == bars
+    await store.close()
+
+
+async def test_saves_made_while_a_flush_is_in_flight_are_written_by_the_next_flush(
+    settings: RedisSettings,
+) -> None:
+    bars, feats = run_engine("BTCUSDT", 4)
+    store = RedisFeatureStore(settings)
+    for bar, f in zip(bars[:2], feats[:2], strict=True):
+        store.buffer(bar, f)
+    flushing = asyncio.create_task(store.flush())
+    await asyncio.sleep(0)  # the pipeline is built and sent; its reply is not back yet
+    for bar, f in zip(bars[2:], feats[2:], strict=True):
+        store.buffer(bar, f)
+    await flushing
+    assert store.pending == 2
+    await store.flush()
+    assert store.pending == 0
+    assert await store.recent_bars("BTCUSDT", 100) == bars
+    assert await store.latest("BTCUSDT") == feats[-1]
     await store.close()
 
 
