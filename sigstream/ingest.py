@@ -7,7 +7,7 @@ that let ``sigstream worker`` decide exactly what in-process replay decides.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
@@ -16,6 +16,8 @@ from adapters.kafka.config import KafkaSettings
 from adapters.kafka.source import PublishReport, RecordingPublisher
 from engine.events import DeadLetter
 from engine.ports import NewsSource, TickSource
+
+log = logging.getLogger(__name__)
 
 
 async def publish_items(items: Iterable[Any] | AsyncIterator[Any], settings: KafkaSettings,
@@ -47,9 +49,17 @@ class QueueDeadLetters:
 
 
 async def merged_live_events(
-    queue: asyncio.Queue[Any], ticks: Sequence[TickSource], news: Sequence[NewsSource], stop: asyncio.Event
+    queue: asyncio.Queue[Any],
+    ticks: Sequence[TickSource],
+    news: Sequence[NewsSource],
+    stop: asyncio.Event,
+    failures: list[Exception] | None = None,
 ) -> AsyncIterator[Any]:
-    """Interleave live sources in arrival order until ``stop``; sources are closed on the way out."""
+    """Interleave live sources in arrival order until ``stop``; sources are closed on the way out.
+
+    A source that fails is appended to ``failures`` (the others keep running).
+    """
+    failures = [] if failures is None else failures
     done = object()
 
     async def pump(source: TickSource | NewsSource) -> None:
@@ -79,8 +89,12 @@ async def merged_live_events(
             await source.close()
         for task in (*pumps, stopper):
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A failed source re-raises when awaited; the drain below must still run, so its error is
+        # logged here and the items it delivered before failing are published.
+        for result in await asyncio.gather(*pumps, stopper, return_exceptions=True):
+            if isinstance(result, Exception):
+                failures.append(result)
+                log.error("source stopped: %s", result)
         # What arrived before the sources closed is still published, not dropped.
         while not queue.empty():
             item = queue.get_nowait()

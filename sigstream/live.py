@@ -8,7 +8,6 @@ on stop, sources are closed first, then every pending batch is scored and publis
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -98,8 +97,14 @@ class LiveService:
             await source.close()
         for task in loops:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A source that already failed re-raises its error when awaited; it must not stop the flush
+        # below (pending news would be lost), so collect it as a result and record it.
+        for task, result in zip(loops, await asyncio.gather(*loops, return_exceptions=True), strict=True):
+            if isinstance(result, Exception):
+                error = f"{task.get_name()}: {result}"
+                if error not in self.stats.errors:
+                    self.stats.errors.append(error)
+                    log.error("%s source stopped: %s", task.get_name(), result)
         await self.batcher.flush()
         while self._scoring:
             await asyncio.gather(*list(self._scoring), return_exceptions=True)

@@ -18,7 +18,7 @@ from adapters.prometheus.sink import serve_metrics
 from adapters.system.clock import WallClock
 from engine.batcher import MicroBatcher
 from engine.config import parse_symbol_list
-from engine.errors import InvalidInput, TransientError
+from engine.errors import FatalError, InvalidInput, TransientError
 from engine.events import Interval
 from engine.pipeline import SignalEngine
 from sigstream.live import LiveService, LiveSinks
@@ -115,7 +115,10 @@ async def _run_embedded(
         if hasattr(sink, "close"):
             sink.close()
     console.print(f"stopped: {stats.market_events} market events, {stats.news} news, {stats.signals} signals, "
-                  f"{stats.dead_letters} dead letters" + (f"; errors: {stats.errors}" if stats.errors else ""))
+                  f"{stats.dead_letters} dead letters")
+    if stats.errors:
+        # Everything pending was flushed above; the exit status still says a source gave up.
+        raise FatalError(f"source(s) failed: {'; '.join(stats.errors)}")
 
 
 async def _backfill(settings: Settings, engine: SignalEngine, dead: Any) -> None:
@@ -173,9 +176,12 @@ async def _ingest(settings: Settings, chosen: list[str], duration: float | None)
     stop = _stop_event(duration)
     console.print(f"[green]sigstream run[/green]: {', '.join(chosen)} -> Kafka {settings.kafka.bootstrap}; "
                   "Ctrl-C to stop")
-    report = await publish_items(merged_live_events(queue, ticks, news, stop), settings.kafka, None)
+    failures: list[Exception] = []
+    report = await publish_items(merged_live_events(queue, ticks, news, stop, failures), settings.kafka, None)
     console.print(f"published {report.market} market records, {report.news} news, "
                   f"{report.dead_letters} dead letters")
+    if failures:
+        raise FatalError(f"source(s) failed: {'; '.join(map(str, failures))}")
 
 
 class _StdoutSignalSink:

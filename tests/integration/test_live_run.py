@@ -18,7 +18,7 @@ from adapters.ccxt.testserver import synthetic_bars
 from adapters.rss.testserver import FeedItem
 from engine.events import Interval
 from tests.support.data import REPO_ROOT
-from tests.support.servers import bybit_rest_server, bybit_ws_server, rss_http_server
+from tests.support.servers import bybit_rest_server, bybit_ws_server, eventually, rss_http_server
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +109,40 @@ async def test_run_streams_signals_and_flushes_on_sigterm() -> None:
     assert len(news_signals) == 3  # one per news item, all published by the shutdown flush
     assert news_signals[-1]["num_sources"] == 3
     assert {s["symbol"] for s in lines} == {"BTCUSDT"}
+
+
+async def test_a_failed_source_still_lets_pending_news_flush_and_exits_non_zero() -> None:
+    # Bybit gives up at once (nothing listens on the port); the RSS items wait in a batch that only the
+    # shutdown flush scores. The failed source must neither crash the shutdown nor lose those items.
+    now = datetime.now(UTC)
+    news = [FeedItem(f"Bitcoin rallies as inflows climb {i}", f"http://news.test/f{i}", now) for i in range(3)]
+    async with rss_http_server(news) as feed:
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "SIGSTREAM_RSS__POLL_INTERVAL_S": "0.2",
+            "SIGSTREAM_BYBIT__MAX_RECONNECTS": "1",
+            "SIGSTREAM_BYBIT__BACKOFF_INITIAL_S": "0.05",
+            "SIGSTREAM_ENGINE__BATCHER__MAX_WAIT_MS": "60000",
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sigstream.cli", "run", "--sources", "bybit,rss", "--feed", feed.url,
+            "--bybit-url", f"ws://127.0.0.1:{_free_port()}", "--backfill", "0",
+            cwd=REPO_ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stderr is not None
+        seen = b""
+        try:
+            async with asyncio.timeout(120):
+                while b"source stopped" not in seen:
+                    seen += await proc.stderr.readline()
+            await eventually(lambda: feed.log.total >= 2, timeout=60)  # fetched: the items wait in the batch
+        finally:
+            proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    stderr = (seen + err).decode()
+    assert proc.returncode == 1, stderr[-3000:]
+    assert "fatal: source(s) failed: market: bybit websocket: gave up" in stderr
+    assert "Traceback" not in stderr
+    news_signals = [s for s in map(orjson.loads, out.splitlines()) if s["num_sources"] > 0]
+    assert len(news_signals) == 3
