@@ -6,10 +6,10 @@ import csv
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from adapters.files.config import FilesSettings
@@ -33,17 +33,6 @@ from engine.pipeline import SignalEngine
 from engine.ports import SentimentModel
 
 _QUOTES = ("USDT", "USDC", "USD")
-M = TypeVar("M", bound=BaseModel)
-
-
-def validated(model: type[M], **values: Any) -> M:
-    """Build a settings model from CLI values; a bad value is :class:`InvalidInput` naming the option."""
-    try:
-        return model(**values)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-")
-        raise InvalidInput(f"{name}: {first['msg']} (got {first.get('input')!r})") from None
 
 
 def engine_settings_for(base: EngineSettings, interval: Interval, threshold: float) -> EngineSettings:

@@ -6,7 +6,9 @@ Example: ``SIGSTREAM_ENGINE__AGGREGATOR__THRESHOLD=0.8``, ``SIGSTREAM_MODEL__QUA
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.bybit.config import BybitSettings
@@ -18,6 +20,9 @@ from adapters.prometheus.config import MetricsSettings
 from adapters.redis.config import RedisSettings
 from adapters.rss.config import RssSettings
 from engine.config import EngineSettings
+from engine.errors import InvalidInput
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Settings(BaseSettings):
@@ -41,3 +46,13 @@ class Settings(BaseSettings):
 def load_settings() -> Settings:
     """Read settings once per command; errors name the offending variable."""
     return Settings()
+
+
+def validated(model: type[M], **values: Any) -> M:
+    """Build a settings model from CLI values; a bad value is :class:`InvalidInput` naming the option."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-")
+        raise InvalidInput(f"{name}: {first['msg']} (got {first.get('input')!r})") from None

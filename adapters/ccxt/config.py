@@ -18,6 +18,8 @@ class CcxtSettings(BaseModel):
     category: str = Field("linear", description="Bybit market category loaded by load_markets.")
     symbols: SymbolList = Field(("BTCUSDT",), description="Exchange symbol ids to backfill (BTCUSDT).")
     interval: Interval = Field(Interval.M1, description="Bar interval to backfill.")
-    limit: int = Field(200, ge=1, le=1000, description="Most recent closed bars per symbol (one request).")
+    limit: int = Field(
+        200, ge=1, le=999, description="Most recent closed bars per symbol (one request of limit+1; Bybit caps 1000)."
+    )
     timeout_ms: int = Field(10_000, ge=100, description="ccxt HTTP timeout per request.")
     attempts: int = Field(3, ge=1, description="Tries per request on network errors.")

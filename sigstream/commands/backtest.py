@@ -21,10 +21,9 @@ from sigstream.backtesting import (
     report_json,
     run_backtest_files,
     summary_rows,
-    validated,
     write_report,
 )
-from sigstream.settings import load_settings
+from sigstream.settings import load_settings, validated
 
 console = Console(stderr=True)
 

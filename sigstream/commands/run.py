@@ -22,7 +22,7 @@ from engine.errors import FatalError, InvalidInput, TransientError
 from engine.events import Interval
 from engine.pipeline import SignalEngine
 from sigstream.live import LiveService, LiveSinks
-from sigstream.settings import Settings, load_settings
+from sigstream.settings import Settings, load_settings, validated
 
 console = Console(stderr=True)
 KNOWN_SOURCES = ("bybit", "rss")
@@ -30,17 +30,26 @@ KNOWN_SOURCES = ("bybit", "rss")
 
 def run(
     sources: str = typer.Option("bybit", "--sources", help="Comma-separated: bybit, rss."),
-    symbols: str = typer.Option("BTCUSDT", "--symbols", help="Comma-separated Bybit symbols."),
-    interval: Interval = typer.Option(Interval.M1, "--interval", help="Kline interval for features."),
-    feeds: list[str] = typer.Option([], "--feed", help="RSS/Atom feed URL (repeatable) for --sources rss."),
+    symbols: str | None = typer.Option(
+        None, "--symbols", help="Comma-separated Bybit symbols [default: SIGSTREAM_BYBIT__SYMBOLS, else BTCUSDT]."
+    ),
+    interval: Interval | None = typer.Option(
+        None, "--interval", help="Kline interval for features [default: SIGSTREAM_BYBIT__INTERVAL, else 1m]."
+    ),
+    feeds: list[str] = typer.Option(
+        [], "--feed", help="RSS/Atom feed URL (repeatable) for --sources rss [default: SIGSTREAM_RSS__FEEDS]."
+    ),
     bybit_url: str | None = typer.Option(None, "--bybit-url", help="Websocket URL (default: Bybit linear)."),
     kafka: str | None = typer.Option(None, "--kafka", help="Publish raw frames/news to Kafka for workers."),
     redis: str | None = typer.Option(None, "--redis", help="Cache features in Redis (redis://host:port/0)."),
     signals_out: Path | None = typer.Option(None, "--signals-out", help="Also append signals as JSONL here."),
     dead_letters_out: Path | None = typer.Option(None, "--dead-letters-out", help="JSONL of rejected records."),
     duration: float | None = typer.Option(None, "--duration", min=0.1, help="Stop after this many seconds."),
-    backfill: int = typer.Option(200, "--backfill", min=0, help="Closed bars fetched over REST (ccxt) to warm "
-                                 "the features before streaming; 0 skips."),
+    backfill: int | None = typer.Option(
+        None, "--backfill", min=0, max=999,
+        help="Closed bars fetched over REST (ccxt) to warm the features before streaming; 0 skips "
+        "[default: SIGSTREAM_CCXT__LIMIT, else 200].",
+    ),
     rest_url: str | None = typer.Option(None, "--rest-url", help="REST base URL for the backfill (default: Bybit)."),
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics on this port."),
 ) -> None:
@@ -53,27 +62,53 @@ def run(
     unknown = [s for s in chosen if s not in KNOWN_SOURCES]
     if unknown or not chosen:
         raise InvalidInput(f"unknown source(s) {unknown or chosen}; choose from {', '.join(KNOWN_SOURCES)}")
-    if "rss" in chosen and not feeds:
-        raise InvalidInput("--sources rss needs at least one --feed URL")
-    settings = load_settings()
-    symbol_list = parse_symbol_list(symbols)
-    bybit_update: dict[str, Any] = {"symbols": symbol_list, "interval": interval}
-    if bybit_url:
-        bybit_update["ws_url"] = bybit_url
-    settings = settings.model_copy(update={
-        "bybit": settings.bybit.model_copy(update=bybit_update),
-        "engine": settings.engine.model_copy(update={"interval": interval}),
-        "rss": settings.rss.model_copy(update={"feeds": tuple(feeds)}) if feeds else settings.rss,
-        "metrics": settings.metrics.model_copy(update={"port": metrics_port}) if metrics_port else settings.metrics,
-        "ccxt": settings.ccxt.model_copy(update={
-            "symbols": symbol_list, "interval": interval, "limit": max(backfill, 1),
-            **({"rest_url": rest_url} if rest_url else {}),
-        }),
-    })
+    if feeds and "rss" not in chosen:
+        raise InvalidInput("--feed is only used with --sources rss")
+    if kafka and (redis or signals_out or dead_letters_out or metrics_port):
+        raise InvalidInput("--kafka only publishes raw ticks and news (the workers compute signals): "
+                           "--redis, --signals-out, --dead-letters-out and --metrics-port do not apply")
+    settings = run_settings(
+        load_settings(), chosen, symbols=symbols, interval=interval, feeds=feeds, bybit_url=bybit_url,
+        backfill=backfill, rest_url=rest_url, metrics_port=metrics_port,
+    )
     if kafka:
         _run_ingest(settings, chosen, kafka, duration)
         return
-    asyncio.run(_run_embedded(settings, chosen, redis, signals_out, dead_letters_out, duration, backfill > 0))
+    backfilling = backfill != 0 and "bybit" in chosen
+    asyncio.run(_run_embedded(settings, chosen, redis, signals_out, dead_letters_out, duration, backfilling))
+
+
+def run_settings(
+    settings: Settings, chosen: list[str], *, symbols: str | None = None, interval: Interval | None = None,
+    feeds: list[str] | None = None, bybit_url: str | None = None, backfill: int | None = None,
+    rest_url: str | None = None, metrics_port: int | None = None,
+) -> Settings:
+    """``settings`` (from the environment) with ``run``'s flags applied; flags win, None keeps the setting."""
+    feeds = feeds or []
+    # Flags override the environment's settings; each section is validated again with them.
+    symbol_list = parse_symbol_list(symbols) if symbols is not None else settings.bybit.symbols
+    interval = interval or settings.bybit.interval
+    if backfill is None:
+        backfill = settings.ccxt.limit
+    bybit_update: dict[str, Any] = {"symbols": symbol_list, "interval": interval}
+    if bybit_url:
+        bybit_update["ws_url"] = bybit_url
+    ccxt_update: dict[str, Any] = {"symbols": symbol_list, "interval": interval, "limit": max(backfill, 1)}
+    if rest_url:
+        ccxt_update["rest_url"] = rest_url
+    rss_update: dict[str, Any] = {"feeds": tuple(feeds)} if feeds else {}
+    settings = settings.model_copy(update={
+        "bybit": validated(type(settings.bybit), **(settings.bybit.model_dump() | bybit_update)),
+        "engine": settings.engine.model_copy(update={"interval": interval}),
+        "rss": validated(type(settings.rss), **(settings.rss.model_dump() | rss_update)),
+        "metrics": settings.metrics.model_copy(update={"port": metrics_port}) if metrics_port else settings.metrics,
+        "ccxt": validated(type(settings.ccxt), **(settings.ccxt.model_dump() | ccxt_update)),
+    })
+    if not settings.bybit.symbols:
+        raise InvalidInput("--symbols: no symbol given")
+    if "rss" in chosen and not settings.rss.feeds:
+        raise InvalidInput("--sources rss needs a feed: --feed URL or SIGSTREAM_RSS__FEEDS")
+    return settings
 
 
 async def _run_embedded(
