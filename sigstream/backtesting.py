@@ -21,7 +21,7 @@ from adapters.files.source import (
     detect_source,
     infer_interval,
     merge_in_time_order,
-    symbol_from_filename,
+    pair_from_filename,
 )
 from engine.backtest import BacktestResult, BacktestSettings, run_backtest
 from engine.backtest.metrics import drawdown_series
@@ -31,8 +31,6 @@ from engine.errors import InvalidInput
 from engine.events import Interval
 from engine.pipeline import SignalEngine
 from engine.ports import SentimentModel
-
-_QUOTES = ("USDT", "USDC", "USD")
 
 
 def engine_settings_for(base: EngineSettings, interval: Interval, threshold: float) -> EngineSettings:
@@ -67,11 +65,8 @@ def open_backtest_sources(
 
 
 def _check_kline_file(path: Path, symbol: str, interval: Interval) -> None:
-    try:
-        named = symbol_from_filename(path)
-    except InvalidInput:
-        named = ""
-    if named.endswith(_QUOTES) and named != symbol:
+    named = pair_from_filename(path)
+    if named is not None and named != symbol:
         raise InvalidInput(f"--prices {path.name} looks like {named} but --symbol is {symbol}")
     try:
         own = infer_interval(path)

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from adapters.files.config import FilesSettings
 from adapters.files.sink import DeadLetterFile, JsonlFeatureSink, JsonlSignalSink
-from adapters.files.source import FileSource, detect_source, merge_in_time_order
+from adapters.files.source import FileSource, detect_source, merge_in_time_order, pair_from_filename
 from engine.batcher import MicroBatcher
 from engine.config import EngineSettings
 from engine.events import Interval
@@ -32,7 +32,12 @@ def open_sources(
     paths: Sequence[Path], news: Sequence[Path], *, symbol: str | None, interval: Interval | None,
     files: FilesSettings,
 ) -> list[FileSource]:
-    return [detect_source(p, symbol=symbol, interval=interval, settings=files) for p in [*paths, *news]]
+    """Sources for ``paths``; ``symbol`` filters (the engine drops other symbols) and names only files whose
+    name does not say their symbol, so ``--symbol BTCUSDT`` never relabels ETHUSDT_1m.csv as BTC."""
+    return [
+        detect_source(p, symbol=None if pair_from_filename(p) else symbol, interval=interval, settings=files)
+        for p in [*paths, *news]
+    ]
 
 
 def resolve_interval(sources: Sequence[FileSource], requested: Interval | None, fallback: Interval) -> Interval:

@@ -70,6 +70,17 @@ class KlineCsvSource(FileSource):
         self.path = path
         self.symbol = (symbol or symbol_from_filename(path)).upper()
         self.interval = interval or infer_interval(path)
+        if interval is not None:
+            # A stated interval that contradicts the rows would relabel 1m bars as overlapping 5m bars.
+            try:
+                own = infer_interval(path)
+            except InvalidInput:
+                own = interval  # too few rows to tell
+            if own != interval:
+                raise InvalidInput(
+                    f"{path.name} holds {own.value} bars but --interval is {interval.value}; "
+                    f"pass --interval {own.value}"
+                )
 
     def items(self) -> Iterator[ReplayItem]:
         last_start: int | None = None
@@ -128,6 +139,16 @@ def symbol_from_filename(path: Path) -> str:
     if not match:
         raise InvalidInput(f"cannot tell the symbol from {path.name}; pass --symbol")
     return match.group(1).upper()
+
+
+QUOTE_CURRENCIES = ("USDT", "USDC", "USD")
+
+
+def pair_from_filename(path: Path) -> str | None:
+    """The trading pair a file name states (``ETHUSDT_1m.csv`` -> ETHUSDT), or None (``prices.csv``)."""
+    match = _SYMBOL_FROM_NAME.match(path.name)
+    named = match.group(1).upper() if match else ""
+    return named if named.endswith(QUOTE_CURRENCIES) else None
 
 
 def infer_interval(path: Path) -> Interval:

@@ -16,6 +16,7 @@ from adapters.bybit.frames import kline_frame
 from adapters.files.sink import RecordingWriter
 from adapters.files.source import KlineCsvSource, RecordingSource, detect_source
 from engine.config import EngineSettings
+from engine.errors import InvalidInput
 from engine.events import Bar, Interval, NewsItem
 from sigstream.demo import write_demo_recording
 from sigstream.replaying import ReplayOutputs, run_replay
@@ -148,3 +149,45 @@ def test_several_inputs_merge_in_time_order_with_ties_broken_by_input_order(tmp_
     merged = [(b.ts_init, b.symbol) for b in merge_in_time_order(sources)]
     assert merged == sorted(merged)
     assert [s for _, s in merged[:2]] == ["AAAUSDT", "BBBUSDT"]
+
+
+def _kline_csv(path: Path, close0: float, rows: int = 30, step_ms: int = 60_000) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["start", "open", "high", "low", "close", "volume"])
+        for i in range(rows):
+            price = close0 + i
+            writer.writerow([1_704_067_200_000 + i * step_ms, price, price + 1, price - 1, price, 10])
+    return path
+
+
+def test_replay_symbol_filters_files_instead_of_relabelling_them(tmp_path: Path) -> None:
+    from adapters.files.config import FilesSettings
+    from sigstream.replaying import open_sources
+
+    btc = _kline_csv(tmp_path / "BTCUSDT_1m.csv", 100.0)
+    eth = _kline_csv(tmp_path / "ETHUSDT_1m.csv", 2_000.0)
+    sources = open_sources([btc, eth], [], symbol="BTCUSDT", interval=None, files=FilesSettings())
+    assert [s.symbol for s in sources] == ["BTCUSDT", "ETHUSDT"]  # type: ignore[attr-defined]
+    _, _, outputs = _replay_sources(sources, tmp_path, symbol="BTCUSDT")
+    features = [orjson.loads(line) for line in outputs.features.read_bytes().splitlines()]
+    assert {f["symbol"] for f in features} == {"BTCUSDT"}
+    assert [f["close"] for f in features] == [100.0 + i for i in range(30)]  # no ETH price in BTC's stream
+    # A file whose name states no pair is named by --symbol.
+    plain = _kline_csv(tmp_path / "prices.csv", 5.0)
+    (named,) = open_sources([plain], [], symbol="SOLUSDT", interval=None, files=FilesSettings())
+    assert named.symbol == "SOLUSDT"  # type: ignore[attr-defined]
+
+
+def _replay_sources(sources, tmp: Path, symbol=None):
+    outputs = ReplayOutputs(tmp / "s-features.jsonl", tmp / "s-signals.jsonl", tmp / "s-dead.jsonl")
+    report, dead = asyncio.run(run_replay(sources, LexiconSentimentModel(), EngineSettings(interval=Interval.M1),
+                                          outputs, symbol=symbol, progress=False))
+    return report, dead, outputs
+
+
+def test_an_interval_that_contradicts_the_csv_is_refused(tmp_path: Path) -> None:
+    one_minute = _kline_csv(tmp_path / "BTCUSDT_1m.csv", 100.0)
+    with pytest.raises(InvalidInput, match="holds 1m bars but --interval is 5m; pass --interval 1m"):
+        KlineCsvSource(one_minute, interval=Interval.M5)
+    assert KlineCsvSource(one_minute, interval=Interval.M1).interval == Interval.M1
