@@ -32,6 +32,7 @@ def evaluate(
 
     from adapters.datasets import load_spec
     from adapters.model import ModelSettings, TransformersSentimentModel
+    from sigstream.settings import load_settings
     from sigstream.training.metrics import classification_metrics
 
     data = load_spec(data_spec)
@@ -50,7 +51,8 @@ def evaluate(
     if quantize is not None:
         update["quantize"] = quantize
     try:
-        settings = ModelSettings.model_validate({**ModelSettings().model_dump(), **update})
+        # Flags over SIGSTREAM_MODEL__* (the served configuration), over the defaults.
+        settings = ModelSettings.model_validate({**load_settings().model.model_dump(), **update})
     except ValidationError as exc:
         raise InvalidInput(f"bad model option: {exc.errors()[0]['msg']}") from None
     model = (

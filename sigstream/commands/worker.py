@@ -16,6 +16,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.kafka.config import KafkaSettings
+from adapters.model.config import ModelSettings
 from adapters.redis.config import RedisSettings
 from engine.config import EngineSettings
 from engine.errors import FatalError, InvalidInput
@@ -33,10 +34,14 @@ class WorkerSettings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings | None = Field(None, description="Feature cache; None keeps features in process.")
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
 
 
-def load_model(spec: str) -> Any:
-    """``module:callable`` -> the sentiment model it returns (a class or a factory)."""
+def load_model(spec: str, model_settings: ModelSettings | None = None) -> Any:
+    """``module:callable`` -> the sentiment model it returns (a class or a factory).
+
+    The default factory gets ``model_settings`` (``SIGSTREAM_MODEL__*``); other specs are called bare.
+    """
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise InvalidInput(f"--model must look like module:callable, got {spec!r}")
@@ -44,6 +49,8 @@ def load_model(spec: str) -> Any:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ModuleNotFoundError, AttributeError) as exc:
         raise InvalidInput(f"cannot load model {spec!r}: {exc}") from None
+    if spec == DEFAULT_MODEL and model_settings is not None:
+        return factory(model_settings)
     return factory()
 
 
@@ -162,5 +169,5 @@ def register(app: typer.Typer) -> None:
         except ModuleNotFoundError as exc:  # pragma: no cover - declared dependency
             raise FatalError("sigstream worker needs faust-streaming: pip install faust-streaming") from exc
         _use_uvloop()
-        faust_app = build_app(settings, load_model(model))
+        faust_app = build_app(settings, load_model(model, settings.model))
         faust.Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()

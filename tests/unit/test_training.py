@@ -228,3 +228,21 @@ def test_qlora_still_trains_after_an_evaluation_pass_on_cpu(tiny_csv: Path, tmp_
     loss.backward()
 
     assert any(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_eval_serves_the_model_settings_from_the_environment(
+    tiny_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sigstream.commands.evaluate import evaluate
+
+    monkeypatch.setenv("SIGSTREAM_MODEL__QUANTIZE", "none")
+    assert "[cpu, none," in evaluate(str(tiny_csv))["model"]
+    assert "[cpu, int8-dynamic," in evaluate(str(tiny_csv), quantize="int8-dynamic")["model"]  # a flag wins
+
+
+def test_the_worker_passes_model_settings_to_the_default_factory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sigstream.commands.worker import DEFAULT_MODEL, WorkerSettings, load_model
+
+    monkeypatch.setenv("SIGSTREAM_MODEL__QUANTIZE", "none")
+    model = load_model(DEFAULT_MODEL, WorkerSettings().model)
+    assert "[cpu, none," in model.description
