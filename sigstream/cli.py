@@ -12,6 +12,7 @@ import sys
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from engine.errors import FatalError, InvalidInput
 
@@ -64,6 +65,10 @@ def main() -> None:
         first = exc.errors()[0]
         where = "__".join(str(p).upper() for p in first["loc"])
         typer.echo(f"error: SIGSTREAM_{where}: {first['msg']} (got {first.get('input')!r})", err=True)
+        raise SystemExit(2) from None
+    except SettingsError as exc:
+        # pydantic-settings could not decode a variable (a dict or list section given as plain text).
+        typer.echo(f"error: {exc} (dict and list settings take JSON, e.g. '{{\"key\": \"value\"}}')", err=True)
         raise SystemExit(2) from None
     except FatalError as exc:
         typer.echo(f"fatal: {exc}", err=True)

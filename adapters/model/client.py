@@ -110,7 +110,12 @@ def bnb_config(quantize: str, compute_dtype: torch.dtype, skip_modules: tuple[st
 def load_tokenizer(base: str) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(base)
+    if base.startswith(("/", "./", "../", "~")) and not Path(base).expanduser().exists():
+        raise InvalidInput(f"model directory {base} does not exist")
+    try:
+        return AutoTokenizer.from_pretrained(base)
+    except (OSError, ValueError) as exc:  # a missing path reads as a malformed hub id (HFValidationError)
+        raise InvalidInput(f"cannot load a tokenizer for model {base!r}: {exc}") from None
 
 
 def head_label_index(id2label: dict[int, str] | None) -> tuple[int, int, int] | None:
@@ -148,7 +153,7 @@ def load_base(
 
     try:
         config = AutoConfig.from_pretrained(base)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise InvalidInput(f"cannot load model {base!r}: {exc}") from None
     existing = head_label_index(getattr(config, "id2label", None))
     kwargs: dict[str, Any] = {"dtype": dtype}

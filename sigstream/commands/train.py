@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from sigstream.settings import validated
 from sigstream.training.methods import METHODS
 
 # The exact recipe of the shipped default adapter (adapters/model/default_adapter); `make train-default` runs it.
@@ -76,7 +77,7 @@ def train_command(
     if base is not None:
         fields["base"] = base
     _check_method(method)
-    result = train(TrainConfig.model_validate(fields))
+    result = train(validated(TrainConfig, **fields))  # a bad value names its --flag
     summary = {
         "out": str(result.out),
         "trainable_params": result.trainable_params,
