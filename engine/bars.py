@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import math
+
 from engine.errors import InvalidInput
 from engine.events import Bar, Interval, Trade
+
+_INF = math.inf  # NaN fails every comparison with it, so one chain also rejects NaN
+
+
+def check_ohlcv(symbol: str, open_: float, high: float, low: float, close: float, volume: float) -> None:
+    """Raise :class:`InvalidInput` unless 0 < low <= open, close <= high, and 0 <= volume, all finite.
+
+    Features divide by prices, so a zero or non-finite price would crash them rather than be rejected.
+    """
+    if not (0.0 < low <= open_ <= high and low <= close <= high and 0.0 <= volume < _INF and high < _INF):
+        raise InvalidInput(
+            f"{symbol}: inconsistent bar (open {open_}, high {high}, low {low}, close {close}, volume {volume})"
+        )
 
 
 def closed_bar(
@@ -18,11 +33,10 @@ def closed_bar(
     ``ts_init`` defaults to the close too (a replayed bar arrives when it closes).
 
     Raises:
-        InvalidInput: low above high, or a negative volume.
+        InvalidInput: see :func:`check_ohlcv`.
     """
     open_, high, low, close, volume = ohlcv
-    if low > high or volume < 0:
-        raise InvalidInput(f"{symbol}: inconsistent bar (low {low} > high {high} or volume {volume} < 0)")
+    check_ohlcv(symbol, open_, high, low, close, volume)
     end = start + interval.ms
     return Bar(symbol, interval, start, open_, high, low, close, volume, end, end if ts_init is None else ts_init)
 
@@ -48,6 +62,8 @@ class BarBuilder:
         """Fold a trade in; returns the bar it closed, if any."""
         bucket = trade.ts_event // self._interval_ms
         price = trade.price
+        if not (0.0 < price < _INF and 0.0 <= trade.size < _INF):  # NaN fails every comparison
+            raise InvalidInput(f"trade {trade.trade_id} of {self.symbol}: price {price} or size {trade.size} unusable")
         if bucket == self._bucket:
             if price > self._high:
                 self._high = price

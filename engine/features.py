@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from collections import deque
 
+from engine.bars import check_ohlcv
+from engine.errors import InvalidInput
 from engine.events import Bar, Features, Interval
 
 _DAY_MS = 86_400_000
@@ -20,6 +22,7 @@ _ATR_ALPHA = 1.0 / 14.0
 _FAST_ALPHA = 2.0 / (12 + 1)
 _SLOW_ALPHA = 2.0 / (26 + 1)
 _WINDOW = 20
+_INF = math.inf
 
 
 def _ewm(previous: float, value: float, alpha: float) -> float:
@@ -56,6 +59,7 @@ class FeatureCalculator:
         "_volumes",
         "bars_seen",
         "interval",
+        "last_start",
         "symbol",
     )
 
@@ -63,6 +67,7 @@ class FeatureCalculator:
         self.symbol = symbol
         self.interval = interval
         self.bars_seen = 0
+        self.last_start: int | None = None
         self._closes: deque[float] = deque(maxlen=_WINDOW + 1)
         self._returns: deque[float] = deque(maxlen=_WINDOW)
         self._volumes: deque[float] = deque(maxlen=_WINDOW)
@@ -77,8 +82,21 @@ class FeatureCalculator:
         self._cum_v = 0.0
 
     def update(self, bar: Bar, ts_init: int | None = None) -> Features:
-        """Fold one closed bar in and return the features as of its close."""
+        """Fold one closed bar in and return the features as of its close.
+
+        Raises:
+            InvalidInput: the bar is not newer than the last one (a duplicate would count twice in every
+                window), or its prices are unusable (see :func:`engine.bars.check_ohlcv`).
+        """
         close, high, low, volume = bar.close, bar.high, bar.low, bar.volume
+        if self.last_start is not None and bar.start <= self.last_start:
+            kind = "duplicate" if bar.start == self.last_start else "out-of-order"
+            raise InvalidInput(f"{kind} bar of {self.symbol} at {bar.start}: bars up to {self.last_start} are in")
+        open_ = bar.open
+        # Inline on this hot path; check_ohlcv holds the rule and words the error.
+        if not (0.0 < low <= open_ <= high and low <= close <= high and 0.0 <= volume < _INF and high < _INF):
+            check_ohlcv(self.symbol, open_, high, low, close, volume)
+        self.last_start = bar.start
         closes, returns, volumes = self._closes, self._returns, self._volumes
         prev = self._prev_close
         closes.append(close)

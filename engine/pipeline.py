@@ -26,6 +26,7 @@ class EngineStats:
     news_unmapped: int = 0
     sentiment_scores: int = 0
     signals: int = 0
+    warm_bars_skipped: int = 0
 
 
 class SignalEngine:
@@ -61,7 +62,11 @@ class SignalEngine:
         return self.symbols is None or symbol in self.symbols
 
     def on_bar(self, bar: Bar) -> tuple[Features, CompositeSignal] | None:
-        """A closed bar: update features, then decide. Bars of another interval are counted, not used."""
+        """A closed bar: update features, then decide. Bars of another interval are counted, not used.
+
+        Raises:
+            InvalidInput: a duplicate or out-of-order bar, or unusable prices; callers dead-letter it.
+        """
         if bar.interval != self.interval:
             self.stats.bars_other_interval += 1
             return None
@@ -69,11 +74,11 @@ class SignalEngine:
             # Venue klines while bars are built from trades: using both would count each bar twice.
             self.stats.bars_not_used += 1
             return None
-        self.stats.bars += 1
         calculator = self._calculators.get(bar.symbol)
         if calculator is None:
             calculator = self._calculators[bar.symbol] = FeatureCalculator(bar.symbol, bar.interval)
-        features = calculator.update(bar)
+        features = calculator.update(bar)  # InvalidInput (duplicate, out of order, bad prices): dead-lettered
+        self.stats.bars += 1
         self._latest[bar.symbol] = features
         signal = self.aggregator.composite(bar.symbol, bar.ts_event, bar.ts_init, features)
         self.stats.signals += 1
@@ -118,9 +123,16 @@ class SignalEngine:
         return results
 
     def warm(self, symbol: str, bars: list[Bar]) -> None:
-        """Restore a symbol's feature state from recent bars (feature store, REST backfill)."""
+        """Restore a symbol's feature state from recent bars (feature store, REST backfill).
+
+        Bars not newer than the state already holds are skipped (a REST backfill after a Redis warm-up
+        overlaps it); a bar with unusable prices raises :class:`InvalidInput`.
+        """
         calculator = self._calculators.setdefault(symbol, FeatureCalculator(symbol, self.interval))
-        for bar in bars:
+        for bar in sorted(bars, key=lambda b: b.start):
+            if calculator.last_start is not None and bar.start <= calculator.last_start:
+                self.stats.warm_bars_skipped += 1
+                continue
             self._latest[symbol] = calculator.update(bar)
 
     def latest_features(self, symbol: str) -> Features | None:

@@ -94,7 +94,7 @@ def max_drawdown(equity: Sequence[float]) -> Drawdown:
     peak_index = best_peak = best_trough = 0
     depth = 0.0
     for i, value in enumerate(equity):
-        if value > equity[peak_index]:
+        if value >= equity[peak_index]:  # a flat top: the drawdown starts at its last bar
             peak_index = i
         fall = 1.0 - value / equity[peak_index] if equity[peak_index] > 0 else 0.0
         if fall > depth:

@@ -56,6 +56,15 @@ def test_max_drawdown_duration_runs_to_the_end_when_never_recovered() -> None:
     assert m.max_drawdown([1.0, 2.0, 3.0]).depth == 0.0
 
 
+def test_max_drawdown_starts_at_the_last_bar_of_a_flat_top() -> None:
+    # A strategy that starts flat sits at its peak for many bars; the drawdown is only the bars under water.
+    dd = m.max_drawdown([100.0, 100.0, 100.0, 100.0, 99.0, 98.0])
+    assert (dd.peak, dd.trough, dd.recovery, dd.duration) == (3, 5, None, 2)
+    dd = m.max_drawdown([100.0, 90.0, 100.0, 80.0])
+    assert dd.depth == pytest.approx(0.2)
+    assert (dd.peak, dd.trough, dd.recovery, dd.duration) == (2, 3, None, 1)
+
+
 def test_drawdown_series_is_fall_from_running_peak() -> None:
     assert m.drawdown_series([100.0, 120.0, 90.0, 130.0]) == pytest.approx([0.0, 0.0, 0.25, 0.0])
 

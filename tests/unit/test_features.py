@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.errors import InvalidInput
 from engine.events import FEATURE_NAMES, Bar, Interval
 from engine.features import FeatureCalculator
 from tests.support.data import shared_data_dir
@@ -120,3 +121,51 @@ def test_reference_is_not_trivially_null() -> None:
                           "low": 0.5, "close": np.linspace(1, 2, 30), "volume": 1.0})
     ref = pandas_features(frame)
     assert ref.iloc[-1].notna().all()
+
+
+def _bar(i: int, close: float = 100.0, **kw: float) -> Bar:
+    start = i * 60_000
+    values = {"open": close, "high": close + 1, "low": close - 1, "close": close, "volume": 5.0} | kw
+    return Bar("BTCUSDT", Interval.M1, start, values["open"], values["high"], values["low"], values["close"],
+               values["volume"], start + 60_000, start + 60_000)  # fmt: skip
+
+
+def test_a_duplicate_or_older_bar_is_rejected_and_leaves_the_state_alone() -> None:
+    calc = FeatureCalculator("BTCUSDT", Interval.M1)
+    for i in range(25):
+        last = calc.update(_bar(i, 100.0 + i % 4))
+    with pytest.raises(InvalidInput, match="duplicate bar"):
+        calc.update(_bar(24, 100.0))
+    with pytest.raises(InvalidInput, match="out-of-order bar"):
+        calc.update(_bar(3, 100.0))
+    assert calc.bars_seen == 25
+    after = calc.update(_bar(25, 100.0 + 25 % 4))
+    fresh = FeatureCalculator("BTCUSDT", Interval.M1)
+    for i in range(26):
+        expected = fresh.update(_bar(i, 100.0 + i % 4))
+    assert after == expected and last.start == 24 * 60_000
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"close": 0.0, "low": 0.0}, {"low": -1.0}, {"high": math.inf}, {"close": math.nan}, {"volume": -1.0},
+     {"open": 200.0}],
+)  # fmt: skip
+def test_bars_with_unusable_prices_are_invalid_input_not_a_crash(bad: dict[str, float]) -> None:
+    calc = FeatureCalculator("BTCUSDT", Interval.M1)
+    calc.update(_bar(0))
+    with pytest.raises(InvalidInput, match="inconsistent bar"):
+        calc.update(_bar(1, **bad))
+    assert calc.update(_bar(1)).start == 60_000  # the rejected bar did not count as seen
+
+
+def test_warm_skips_bars_the_state_already_holds() -> None:
+    from engine.pipeline import SignalEngine
+
+    engine = SignalEngine()
+    engine.warm("BTCUSDT", [_bar(i, 100.0 + i) for i in range(10)])
+    engine.warm("BTCUSDT", [_bar(i, 100.0 + i) for i in range(5, 15)])  # a backfill overlapping the warm-up
+    reference = SignalEngine()
+    reference.warm("BTCUSDT", [_bar(i, 100.0 + i) for i in range(15)])
+    assert engine.latest_features("BTCUSDT") == reference.latest_features("BTCUSDT")
+    assert engine.stats.warm_bars_skipped == 5
