@@ -173,7 +173,11 @@ FEATURE_NAMES: tuple[str, ...] = (
 
 
 class Features(msgspec.Struct, frozen=True, gc=False):
-    """The ten rolling features of one symbol after one closed bar; ``None`` until the window fills."""
+    """The ten rolling features of one symbol after one closed bar.
+
+    Window features are ``None`` until their window fills; the exponential ones (RSI, MACD, ATR) are seeded
+    from the first bar, like pandas ``ewm(adjust=False)``, so they appear at once.
+    """
 
     symbol: str
     interval: Interval
