@@ -73,6 +73,10 @@ class RssClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransientError(f"feed {url}: {type(exc).__name__}: {exc}") from exc
 
+    def forget_validators(self, url: str) -> None:
+        """Drop a feed's ETag/Last-Modified: its last answer was not a usable feed, so ask in full next time."""
+        self._validators.pop(url, None)
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()

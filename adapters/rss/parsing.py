@@ -32,12 +32,20 @@ def _text(value: object) -> str:
     return _SPACE.sub(" ", html.unescape(_TAG.sub(" ", value))).strip()
 
 
-def entry_key(entry: Mapping[str, Any]) -> str | None:
-    """The de-duplication key: guid/id, else link."""
+_GLOBAL_ID = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|urn:|tag:)", re.IGNORECASE)
+
+
+def entry_key(entry: Mapping[str, Any], feed_url: str = "") -> str | None:
+    """The de-duplication key: guid/id, else link.
+
+    A guid that is not a URI (``<guid isPermaLink="false">1001</guid>``) is only unique within its feed,
+    so it is qualified with the feed's URL; otherwise two feeds' item 1001 would be one story.
+    """
     for key in ("id", "link"):
         value = entry.get(key)
         if isinstance(value, str) and value.strip():
-            return value.strip()
+            value = value.strip()
+            return value if _GLOBAL_ID.match(value) or not feed_url else f"{feed_url}#{value}"
     return None
 
 
@@ -51,9 +59,9 @@ def _published_ms(entry: Mapping[str, Any]) -> int | None:
     return None
 
 
-def parse_entry(entry: Mapping[str, Any], source: str, ts_init: int) -> NewsItem:
+def parse_entry(entry: Mapping[str, Any], source: str, ts_init: int, feed_url: str = "") -> NewsItem:
     """One feed entry as a NewsItem; raises InvalidInput with the reason when it cannot be one."""
-    key = entry_key(entry)
+    key = entry_key(entry, feed_url)
     title = _text(entry.get("title"))
     if key is None:
         raise InvalidInput("feed entry has neither guid/id nor link", raw=_raw(entry))
@@ -85,16 +93,19 @@ def parse_feed(body: bytes, feed_url: str, ts_init: int) -> list[NewsItem | Inva
     """Every entry of one feed document, as an item or as the reason it is not one, in feed order.
 
     Raises:
-        InvalidInput: The document is not a feed at all (malformed XML with no entries).
+        InvalidInput: The document is not a feed at all: malformed XML with no entries, or a well-formed
+            document that is no RSS/Atom (a login page, an empty body).
     """
     parsed = feedparser.parse(body)
     if parsed.get("bozo") and not parsed.entries:
         raise InvalidInput(f"feed {feed_url}: not a parseable feed: {parsed.get('bozo_exception')}", raw=feed_url)
+    if not parsed.get("version") and not parsed.entries:
+        raise InvalidInput(f"feed {feed_url}: the answer is not RSS or Atom ({len(body)} bytes)", raw=feed_url)
     source = _text(parsed.feed.get("title")) or urlsplit(feed_url).netloc or feed_url
     out: list[NewsItem | InvalidInput] = []
     for entry in parsed.entries:
         try:
-            out.append(parse_entry(entry, source, ts_init))
+            out.append(parse_entry(entry, source, ts_init, feed_url))
         except InvalidInput as exc:
             out.append(exc)
     return out

@@ -84,6 +84,7 @@ class RssNewsSource:
             try:
                 parsed = parse_feed(result.body, url, self.clock.now_ms())
             except InvalidInput as exc:
+                self.client.forget_validators(url)  # or a 304 would keep answering for the broken page
                 await self._dead_letter(exc.reason, result.body.decode("utf-8", errors="replace"))
                 continue
             for entry in parsed:

@@ -100,6 +100,8 @@ class RssTestServer:
         self.items: list[FeedItem] = []
         self.log = RequestLog()
         self.status_override: int | None = None  # answer every request with this status (fault tests)
+        # Answer 200 with this text (and the feed's validators) instead of the feed: a captive portal.
+        self.body_override: str | None = None
         self._modified = datetime(2024, 1, 1, tzinfo=UTC)
         self._version = 0
         self._runner: web.AppRunner | None = None
@@ -173,6 +175,8 @@ class RssTestServer:
             self.log.headers.append(dict(request.headers))
             if self.status_override is not None:
                 return web.Response(status=self.status_override, text="fault injected")
+            if self.body_override is not None:
+                return web.Response(text=self.body_override, content_type="text/html", headers=self._validators())
             if self.conditional and self._unchanged(request):
                 self.log.not_modified += 1
                 return web.Response(status=304, headers=self._validators())

@@ -25,7 +25,7 @@ def item(n: int, minutes: int, **kwargs: object) -> FeedItem:
         "title": f"Bitcoin headline {n}",
         "link": f"https://news.example/{n}",
         "published": T0.replace(minute=minutes),
-        "guid": f"guid-{n}",
+        "guid": f"urn:news:guid-{n}",
         "description": f"<p>Body <b>{n}</b> &amp; more</p>",
         "categories": ("bitcoin", "markets"),
     }
@@ -46,10 +46,10 @@ async def test_rss_items_become_news_oldest_first_with_published_time() -> None:
             news = await source.poll_once()
         finally:
             await source.close()
-    assert [n.id for n in news] == ["guid-2", "guid-1"]
+    assert [n.id for n in news] == ["urn:news:guid-2", "urn:news:guid-1"]
     first = news[0]
     assert first == NewsItem(
-        id="guid-2",
+        id="urn:news:guid-2",
         source="Sigstream Test Wire",
         headline="Bitcoin headline 2",
         body="Body 2 & more",
@@ -96,9 +96,9 @@ async def test_new_items_are_picked_up_and_old_ones_not_repeated() -> None:
     async with rss_http_server([item(1, 0), item(2, 1)]) as server:
         source = source_for(server.url, CollectingDeadLetters())
         try:
-            assert [n.id for n in await source.poll_once()] == ["guid-1", "guid-2"]
+            assert [n.id for n in await source.poll_once()] == ["urn:news:guid-1", "urn:news:guid-2"]
             server.add_items([item(3, 2)])
-            assert [n.id for n in await source.poll_once()] == ["guid-3"]
+            assert [n.id for n in await source.poll_once()] == ["urn:news:guid-3"]
         finally:
             await source.close()
     assert source.stats.duplicates == 2
@@ -115,7 +115,7 @@ async def test_duplicates_are_removed_by_guid_else_link_even_when_server_ignores
         finally:
             await source.close()
         assert server.log.not_modified == 0
-    assert [n.id for n in first] == ["guid-1", "https://news.example/4"]
+    assert [n.id for n in first] == ["urn:news:guid-1", "https://news.example/4"]
     assert second == []
 
 
@@ -135,12 +135,12 @@ async def test_bad_entries_are_dead_lettered_once_and_good_ones_still_arrive() -
             again = await source.poll_once()
         finally:
             await source.close()
-    assert [n.id for n in news] == ["guid-1", "guid-5"]
+    assert [n.id for n in news] == ["urn:news:guid-1", "urn:news:guid-5"]
     assert again == []
     assert sorted(dead.reasons()) == [
-        "feed entry 'guid-2': no published or updated date",
-        "feed entry 'guid-3': unparseable date 'sometime last week'",
-        "feed entry 'guid-4' has no title",
+        "feed entry 'urn:news:guid-2': no published or updated date",
+        "feed entry 'urn:news:guid-3': unparseable date 'sometime last week'",
+        "feed entry 'urn:news:guid-4' has no title",
     ]
     assert {r.source for r in dead.records} == {"rss"}
     assert any('"link":"https://news.example/2"' in r.raw for r in dead.records)
@@ -154,8 +154,8 @@ async def test_atom_feed_parses_like_rss() -> None:
         finally:
             await source.close()
     assert [(n.id, n.ts_event, n.headline, n.tags) for n in news] == [
-        ("guid-1", T0_MS, "Bitcoin headline 1", ("bitcoin", "markets")),
-        ("guid-2", T0_MS + 60_000, "Bitcoin headline 2", ("bitcoin", "markets")),
+        ("urn:news:guid-1", T0_MS, "Bitcoin headline 1", ("bitcoin", "markets")),
+        ("urn:news:guid-2", T0_MS + 60_000, "Bitcoin headline 2", ("bitcoin", "markets")),
     ]
 
 
@@ -172,7 +172,7 @@ async def test_server_errors_are_retried_then_skipped_and_404_is_dead_lettered()
             assert await source.poll_once() == []
             assert dead.reasons() == [f"feed {server.url}: HTTP 404"]
             server.status_override = None
-            assert [n.id for n in await source.poll_once()] == ["guid-1"]
+            assert [n.id for n in await source.poll_once()] == ["urn:news:guid-1"]
         finally:
             await source.close()
 
@@ -192,4 +192,37 @@ async def test_events_stream_polls_until_closed() -> None:
         await eventually(lambda: len(seen) == 2)
         await source.close()
         await asyncio.wait_for(task, 5)
-    assert [n.id for n in seen] == ["guid-1", "guid-2"]
+    assert [n.id for n in seen] == ["urn:news:guid-1", "urn:news:guid-2"]
+
+
+async def test_the_same_plain_guid_in_two_feeds_is_two_stories() -> None:
+    # <guid isPermaLink="false">1001</guid> is only unique within its feed.
+    dead = CollectingDeadLetters()
+    async with rss_http_server([item(1, 1, guid="1001")]) as a, rss_http_server([item(2, 2, guid="1001")]) as b:
+        settings = RssSettings(feeds=(a.url, b.url), poll_interval_s=0.05, attempts=1)
+        source = RssNewsSource(settings, dead, clock=ManualClock(T0_MS + 99))
+        try:
+            news = await source.poll_once()
+            again = await source.poll_once()
+        finally:
+            await source.close()
+    assert [n.id for n in news] == [f"{a.url}#1001", f"{b.url}#1001"]
+    assert [n.headline for n in news] == ["Bitcoin headline 1", "Bitcoin headline 2"]
+    assert again == []
+    assert source.stats.duplicates == 0 and dead.count == 0
+
+
+async def test_a_page_that_is_not_a_feed_is_dead_lettered_and_its_validators_forgotten() -> None:
+    dead = CollectingDeadLetters()
+    async with rss_http_server([item(1, 1)]) as server:
+        source = source_for(server.url, dead)
+        try:
+            server.body_override = "<html><head><title>Login</title></head><body>sign in</body></html>"
+            assert await source.poll_once() == []
+            assert dead.count == 1 and "is not RSS or Atom" in dead.records[0].reason
+            server.body_override = None
+            # No If-None-Match from the broken answer: the feed is fetched in full and its item arrives.
+            assert [n.headline for n in await source.poll_once()] == ["Bitcoin headline 1"]
+            assert "If-None-Match" not in server.log.headers[-1]
+        finally:
+            await source.close()
