@@ -167,6 +167,7 @@ class MicroBatcher:
 
 
 def _checked(probs: Sequence[float]) -> Probs:
-    if len(probs) != 3 or not all(math.isfinite(p) and p >= 0.0 for p in probs):
+    # All zeros is no distribution: it would become a "bearish, confidence 0" vote that still counts as a source.
+    if len(probs) != 3 or not all(math.isfinite(p) and p >= 0.0 for p in probs) or sum(probs) <= 0.0:
         raise FatalError(f"sentiment model returned invalid probabilities {probs!r}")
     return (float(probs[0]), float(probs[1]), float(probs[2]))

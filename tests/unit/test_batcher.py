@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -92,6 +93,20 @@ async def test_model_returning_too_few_results_is_fatal_not_silent() -> None:
     batcher = MicroBatcher(_ShortModel())
     with pytest.raises(FatalError, match="returned 1 results for 2 texts"):
         await batcher.score(["a", "b"])
+
+
+class _FixedModel:
+    def __init__(self, probs):
+        self.probs = probs
+
+    def predict_proba(self, texts):
+        return [self.probs for _ in texts]
+
+
+@pytest.mark.parametrize("probs", [(0.0, 0.0, 0.0), (0.5, math.nan, 0.5), (-0.1, 0.6, 0.5), (0.5, 0.5)])
+async def test_probabilities_that_are_no_distribution_are_fatal(probs) -> None:
+    with pytest.raises(FatalError, match="invalid probabilities"):
+        await MicroBatcher(_FixedModel(probs)).score(["a"])
 
 
 async def test_cache_skips_the_model_for_recently_scored_text() -> None:
