@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import heapq
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
+
+import orjson
 
 from adapters.bybit.decoder import FrameDecoder
 from adapters.bybit.frames import to_epoch_ms
@@ -56,7 +59,8 @@ class RecordingSource(FileSource):
             try:
                 parsed = parse_recording_line(line, decoder)
             except InvalidInput as exc:
-                yield self._dead(exc, line, number, last_ts)
+                # The line's own receive time when it still has one, so the dead letter sorts where it was.
+                yield self._dead(exc, line, number, _line_ts_init(line, last_ts))
                 continue
             for item in parsed:
                 last_ts = item.ts_init
@@ -94,7 +98,9 @@ class KlineCsvSource(FileSource):
                         kind = "duplicate" if bar.start == last_start else "out-of-order"
                         raise InvalidInput(f"{kind} bar start {bar.start} after {last_start}")
                 except InvalidInput as exc:
-                    yield self._dead(exc, ",".join(str(v) for v in row.values()), number, last_start or 0)
+                    # Stamped like a bar (at its close) when the row's time parses, else at the last bar's close.
+                    ts = _row_close_ms(row, self.interval, last_start)
+                    yield self._dead(exc, ",".join(str(v) for v in row.values()), number, ts)
                     continue
                 last_start = bar.start
                 yield bar
@@ -121,10 +127,36 @@ class NewsCsvSource(FileSource):
                 try:
                     news.append(news_from_csv_row(row, self.settings.news_date_format))
                 except InvalidInput as exc:
-                    dead.append(self._dead(exc, ";".join(str(v) for v in row.values()), number, 0))
+                    # Unparseable dates sort first (0); anything else at its publish time, like the news.
+                    ts = _news_row_ms(row, self.settings.news_date_format)
+                    dead.append(self._dead(exc, ";".join(str(v) for v in row.values()), number, ts))
         yield from dead
         # The file is newest-first; a stable sort keeps same-minute items in file order.
         yield from sorted(news, key=lambda item: item.ts_event)
+
+
+def _line_ts_init(line: str, fallback: int) -> int:
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return fallback
+    ts = record.get("ts_init") if isinstance(record, dict) else None
+    return ts if isinstance(ts, int) and not isinstance(ts, bool) and ts >= 0 else fallback
+
+
+def _row_close_ms(row: Mapping[str, str | None], interval: Interval, last_start: int | None) -> int:
+    try:
+        return to_epoch_ms(row.get("timestamp") or row.get("start")) + interval.ms
+    except InvalidInput:
+        return last_start + interval.ms if last_start is not None else 0
+
+
+def _news_row_ms(row: Mapping[str, str | None], date_format: str) -> int:
+    try:
+        published = datetime.strptime((row.get("date") or "").strip(), date_format).replace(tzinfo=UTC)
+    except ValueError:
+        return 0
+    return int(published.timestamp() * 1000)
 
 
 def _require_columns(path: Path, header: Iterable[str] | None, needed: tuple[str, ...]) -> None:

@@ -68,6 +68,8 @@ def test_corrupted_lines_go_to_dead_letters_with_reason_and_line_number(tmp_path
     assert "unknown topic 'liquidation.BTCUSDT'" in by_line[3]
     assert "non-numeric close 'abc'" in by_line[4]
     assert "unknown recording source 'fax'" in by_line[5]
+    # Stamped with the line's own receive time where it has one, else the previous line's.
+    assert {d["line"]: d["ts_init"] for d in letters} == {2: 60_000, 3: 61_000, 4: 62_000, 5: 5}
     # the run continued past the bad lines
     assert report.engine.bars == 1 and report.engine.sentiment_scores == 1
 
@@ -88,6 +90,8 @@ def test_bad_csv_rows_are_dead_lettered_and_counted(tmp_path: Path) -> None:
     assert [b.close for b in bars] == [1.5, 1.6]
     assert [(d.line, d.reason.split(" ")[0]) for d in dead] == [(3, "non-numeric"), (5, "duplicate"),
                                                                   (6, "out-of-order")]
+    minute = 1_735_689_600_000 + 60_000  # 2025-01-01T00:01Z: dead rows are stamped at their own bar's close
+    assert [d.ts_init for d in dead] == [minute + 60_000, minute + 60_000, minute + 30_000]
 
 
 def test_kline_csv_and_its_converted_recording_give_the_same_features(tmp_path: Path) -> None:
