@@ -67,13 +67,17 @@ class SignalAggregator:
         settings = self.settings
         start = at_ms - settings.window_ms
         window = self._scores.get(symbol)
-        while window and window[0][0] < start:
+        # Prune a whole window behind, not at ``start``: decisions do not arrive in time order (a bar
+        # lands after news scored past its close), and an earlier decision must still see its news.
+        while window and window[0][0] < start - settings.window_ms:
             window.popleft()
         votes = {Signal.SELL: 0.0, Signal.HOLD: 0.0, Signal.BUY: 0.0}
         sources = 0
         if window:
             half_life = float(settings.half_life_ms)
             for ts, _, score in window:
+                if ts < start:
+                    continue
                 if ts > at_ms or (ts == at_ms and not inclusive):
                     break
                 votes[LABEL_TO_SIGNAL[score.label]] += score.confidence * 0.5 ** ((at_ms - ts) / half_life)

@@ -66,3 +66,16 @@ def test_score_from_probs_labels_and_confidence() -> None:
     score = score_from_probs("x", ("ETHUSDT",), (0.2, 0.5, 0.3), 1, 2)
     assert score.label == "neutral" and score.confidence == pytest.approx(0.5)
     assert score.signal is Signal.HOLD
+
+
+def test_a_later_decision_does_not_take_news_away_from_an_earlier_one() -> None:
+    # Live, a bar can arrive after news scored past the bar's close: the news-triggered decision comes
+    # first but is later in time. The bar's decision must still count the news inside its own window.
+    agg = SignalAggregator(AggregatorSettings(window_ms=24 * HOUR))
+    agg.add(_score((0.1, 0.1, 0.8), 0, news_id="old-buy"))
+    assert agg.composite("BTCUSDT", 24 * HOUR + 1, 24 * HOUR + 1).num_sources == 0  # out of its window
+    bar = agg.composite("BTCUSDT", 24 * HOUR - 1, 24 * HOUR - 1)
+    assert bar.num_sources == 1 and bar.signal is Signal.BUY
+    # Memory stays bounded: two windows behind the newest decision, the item is gone.
+    agg.composite("BTCUSDT", 49 * HOUR, 49 * HOUR)
+    assert agg.composite("BTCUSDT", 24 * HOUR - 1, 24 * HOUR - 1).num_sources == 0
