@@ -15,6 +15,7 @@ import hashlib
 import io
 import logging
 import random
+import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -48,7 +49,7 @@ def read_text_file(path: Path) -> str:
     """Read UTF-8, falling back to latin-1: FPB ships latin-1 files, and some copies were re-encoded."""
     raw = path.read_bytes()
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # -sig: a byte-order mark (Excel's CSVs) is not part of the header
     except UnicodeDecodeError:
         return raw.decode("latin-1")
 
@@ -86,7 +87,10 @@ def time_split(examples: Sequence[Example], test_fraction: float) -> tuple[list[
     """Oldest ``1 - test_fraction`` for training, newest for testing; every example needs ``ts``."""
     ordered = sorted(examples, key=lambda e: e.ts if e.ts is not None else 0)
     cut = len(ordered) - round(len(ordered) * test_fraction)
-    return ordered[:cut], ordered[cut:]
+    test = ordered[cut:]
+    # A text repeated before and after the cut would be trained on and then scored: keep it held out.
+    held_out = {e.text for e in test}
+    return [e for e in ordered[:cut] if e.text not in held_out], test
 
 
 def split_examples(examples: Sequence[Example], test_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
@@ -123,11 +127,21 @@ def load_fpb(level: str, split: str | None, settings: DatasetSettings) -> Labell
     # at every agreement level and fpb:all:test never overlaps fpb:50:train.
     superset = data if level == "50" else load_fpb("50", None, settings)
     _, test = stratified_split(superset.examples, settings.test_fraction, settings.split_seed)
-    test_texts = {e.text for e in test}
+    test_keys = {_cross_level_key(e.text) for e in test}
     keep_test = split == "test"
     data.name = f"fpb:{level}:{split}"
-    data.examples = [e for e in data.examples if (e.text in test_texts) == keep_test]
+    data.examples = [e for e in data.examples if (_cross_level_key(e.text) in test_keys) == keep_test]
     return data
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _cross_level_key(text: str) -> str:
+    """A sentence's identity across FPB files: the shared 50Agree copy is UTF-8 with U+FFFD where the
+    latin-1 files of the other levels have the letter ("+\ufffdland" vs "+\xe0land"), so non-ASCII
+    characters compare equal."""
+    return _NON_ASCII.sub("?", text)
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -168,9 +182,14 @@ def load_csv(path: Path, name: str, label_parser: Callable[[str], int] | None = 
     if label_parser is None:
         label_parser = label_parser_for({r[li].strip() for r in rows if len(r) > li}, str(path))
     out = LabelledSet(name)
+    after_text = len(header) - ti - 1
     for lineno, row in enumerate(rows, start=2):
         raw = ",".join(row)
-        if len(row) <= max(ti, li, tsi or 0):
+        if len(row) > len(header):
+            # An unquoted comma inside the text: every other column is a single field, so the columns
+            # after the text are counted from the end and the text gets the fields in between.
+            row = [*row[:ti], ",".join(row[ti : len(row) - after_text]), *row[len(row) - after_text :]]
+        if len(row) != len(header):
             out.bad_rows.append(BadRow(name, lineno, f"expected {len(header)} fields, got {len(row)}", raw))
             continue
         try:
@@ -183,11 +202,25 @@ def load_csv(path: Path, name: str, label_parser: Callable[[str], int] | None = 
 
 
 def label_parser_for(labels: set[str], source: str) -> Callable[[str], int]:
-    """Words, or, when every label is one of the digits 0/1/2, the financial-tweets coding (logged)."""
-    if labels and labels <= {"0", "1", "2"}:
+    """Words, or, when the labels are digits 0/1/2 and no words, the financial-tweets coding (logged).
+
+    Empty or unknown labels do not decide the coding: they are bad rows either way, and one of them
+    must not turn every 0/1/2 row of a tweets file into a bad row.
+    """
+    given = {label.strip().lower() for label in labels if label.strip()}
+    words = {label for label in given if label not in {"0", "1", "2"} and _is_label_word(label)}
+    if given & {"0", "1", "2"} and not words:
         log.warning("%s: numeric labels read as the tweets coding 0=bearish 1=bullish 2=neutral", source)
         return parse_tfns_label
     return parse_label
+
+
+def _is_label_word(label: str) -> bool:
+    try:
+        parse_label(label)
+    except InvalidInput:
+        return False
+    return True
 
 
 def load_hub(dataset_id: str, config: str | None) -> LabelledSet:
