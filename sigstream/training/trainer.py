@@ -167,13 +167,23 @@ def _batches(tokenizer: Any, encoded: list[list[int]], labels: list[int], idx: S
 
 
 def evaluate_model(
-    model: Any, tokenizer: Any, examples: Sequence[Example], cfg: TrainConfig, device: str, loss_fn: Any = None
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    cfg: TrainConfig,
+    device: str,
+    loss_fn: Any = None,
+    label_index: tuple[int, int, int] = (0, 1, 2),
 ) -> tuple[dict[str, Any], float]:
-    """Metrics and mean loss of ``model`` on ``examples`` (length-sorted batches, inference mode)."""
+    """Metrics and mean loss of ``model`` on ``examples`` (length-sorted batches, inference mode).
+
+    ``label_index`` gives the head's column of (bearish, neutral, bullish), as :func:`build_model` returns it.
+    """
     import torch
 
     encoded = tokenizer([e.text for e in examples], truncation=True, max_length=cfg.max_length)["input_ids"]
-    labels = [e.label for e in examples]
+    labels = [label_index[e.label] for e in examples]  # in head-column space, like the logits
+    to_label = {column: label for label, column in enumerate(label_index)}
     order = sorted(range(len(examples)), key=lambda i: len(encoded[i]))
     preds = [0] * len(examples)
     total_loss = 0.0
@@ -187,9 +197,10 @@ def evaluate_model(
             if loss_fn is not None:
                 total_loss += float(loss_fn(logits, y)) * len(idx)
             for i, p in zip(idx, logits.argmax(-1).tolist(), strict=True):
-                preds[i] = p
+                preds[i] = to_label[p]
     model.train(was_training)
-    return classification_metrics(labels, preds), total_loss / max(1, len(examples))
+    truth = [e.label for e in examples]
+    return classification_metrics(truth, preds), total_loss / max(1, len(examples))
 
 
 def epoch_order(encoded: Sequence[Sequence[int]], batch_size: int, rng: random.Random) -> list[int]:
@@ -258,12 +269,14 @@ def train(cfg: TrainConfig) -> TrainResult:
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / CHECKPOINT_DIR
 
-    tokenizer, model, _ = build_model(cfg, device)
+    # A base with its own sentiment head (FinBERT: positive/negative/neutral) keeps its column order;
+    # training targets and predictions go through label_index, exactly as serving reads the head.
+    tokenizer, model, label_index = build_model(cfg, device)
     trainable, total = count_params(model)
     log.info("%s: %d trainable of %d parameters", cfg.method, trainable, total)
 
     encoded = tokenizer([e.text for e in train_ex], truncation=True, max_length=cfg.max_length)["input_ids"]
-    labels = [e.label for e in train_ex]
+    labels = [label_index[e.label] for e in train_ex]
     weights = class_weights(labels) if cfg.class_weights else None
     loss_fn = make_loss(cfg, weights, device)
     # Validation loss is unweighted so early stopping tracks plain likelihood on the real class mix.
@@ -323,7 +336,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             bar.update(1)
             bar.set_postfix(loss=f"{step_losses[-1]:.4f}")
             if step % eval_every == 0 or step == total_steps:
-                metrics, val_loss = evaluate_model(model, tokenizer, val_ex, cfg, device, val_loss_fn)
+                metrics, val_loss = evaluate_model(model, tokenizer, val_ex, cfg, device, val_loss_fn, label_index)
                 recent = step_losses[-eval_every:]
                 history.append(
                     {
@@ -367,11 +380,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     if best_state is not None:
         load_trainable(model, best_state)
     model.save_pretrained(out)
-    val_metrics, _ = evaluate_model(model, tokenizer, val_ex, cfg, device)
+    val_metrics, _ = evaluate_model(model, tokenizer, val_ex, cfg, device, label_index=label_index)
     eval_metrics: dict[str, dict[str, Any]] = {}
     for spec in cfg.eval_data:
         held_out = load_specs([spec])
-        metrics, _ = evaluate_model(model, tokenizer, held_out.examples, cfg, device)
+        metrics, _ = evaluate_model(model, tokenizer, held_out.examples, cfg, device, label_index=label_index)
         eval_metrics[spec] = metrics
         log.info("%s: weighted F1 %.4f, accuracy %.4f", spec, metrics["weighted_f1"], metrics["accuracy"])
     result = TrainResult(

@@ -246,3 +246,32 @@ def test_the_worker_passes_model_settings_to_the_default_factory(monkeypatch: py
     monkeypatch.setenv("SIGSTREAM_MODEL__QUANTIZE", "none")
     model = load_model(DEFAULT_MODEL, WorkerSettings().model)
     assert "[cpu, none," in model.description
+
+
+def test_a_base_with_its_own_head_is_trained_and_served_in_the_same_label_order(
+    tiny_csv: Path, tmp_path: Path
+) -> None:
+    # A FinBERT-style base orders its head positive/negative/neutral. Training must use that order, as
+    # serving does, or whatever it learned as bearish would be served as bullish.
+    import json
+    import shutil
+
+    base = Path(ModelSettings().base)
+    finbert_like = tmp_path / "base"
+    shutil.copytree(base, finbert_like)
+    config = json.loads((finbert_like / "config.json").read_text())
+    config |= {"id2label": {"0": "positive", "1": "negative", "2": "neutral"},
+               "label2id": {"positive": 0, "negative": 1, "neutral": 2}}  # fmt: skip
+    (finbert_like / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "adapter"
+    result = train(tiny_config("lora", tiny_csv, out, base=str(finbert_like), lr=3e-3, epochs=3,
+                               target_modules=["all-linear"], eval_data=[str(tiny_csv)]))  # fmt: skip
+    trained = result.eval_metrics[str(tiny_csv)]
+    assert trained["accuracy"] > 0.5  # it learned something, so a rotated label order would show
+    served = TransformersSentimentModel.optimized(
+        ModelSettings(base=str(finbert_like), adapter=str(out), quantize="none", device="cpu", max_length=32)
+    )
+    rows = _rows(tiny_csv)
+    probs = served.predict_proba([text for text, _ in rows])
+    served_accuracy = sum(max(range(3), key=p.__getitem__) == y for p, (_, y) in zip(probs, rows, strict=True))
+    assert served_accuracy / len(rows) == pytest.approx(trained["accuracy"], abs=1e-9)
