@@ -63,11 +63,15 @@ async def merged_live_events(
     done = object()
 
     async def pump(source: TickSource | NewsSource) -> None:
+        # The end marker is only for a source that ends or fails by itself. A pump cancelled at stop must not
+        # wait to put it: the queue may be full and nobody reads it any more.
         try:
             async for event in source.events():
                 await queue.put(event)
-        finally:
+        except Exception:
             await queue.put(done)
+            raise
+        await queue.put(done)
 
     pumps = [asyncio.create_task(pump(s)) for s in (*ticks, *news)]
     stopper = asyncio.create_task(stop.wait())
@@ -76,8 +80,12 @@ async def merged_live_events(
         while running:
             getter = asyncio.create_task(queue.get())
             await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if not getter.done():
-                getter.cancel()
+            if stopper.done():
+                # Stop wins even with a backlog (both can finish in one turn); what is queued is drained below.
+                if not getter.done():
+                    getter.cancel()
+                elif (item := getter.result()) is not done:
+                    yield item
                 break
             item = getter.result()
             if item is done:
