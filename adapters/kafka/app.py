@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 
 Ack = Callable[[], Awaitable[object]]
+_DEAD_LETTER_RAW_CHARS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +123,7 @@ class StreamProcessor:
             try:
                 news_before = parse_news_header(record.headers[NEWS_HEADER])
             except InvalidInput as exc:
-                await self._dead(exc, record)
+                await self._dead(exc, record, processed=True)
         parked = self._parked.setdefault(record.partition, deque())
         if not parked and (news_before is None or await self._news_ready(news_before)):
             await self.on_market(record)
@@ -245,7 +246,7 @@ class StreamProcessor:
                     try:
                         market = parse_market_header(record.headers[MARKET_HEADER])
                     except InvalidInput as exc:
-                        await self._dead(exc, record)
+                        await self._dead(exc, record, processed=True)
                 await self.sequencer.add_score(
                     score, record.offset if market is not None else None, market, self._partition_of
                 )
@@ -262,10 +263,20 @@ class StreamProcessor:
         return partition
 
     # -- shared --------------------------------------------------------------------------------
-    async def _dead(self, exc: InvalidInput, record: RawRecord) -> None:
+    async def _dead(self, exc: InvalidInput, record: RawRecord, *, processed: bool = False) -> None:
+        """Dead-letter ``record``: ``source`` is ``topic[partition]`` and ``line`` its offset, so it can be found.
+
+        ``processed`` marks a record that was still processed (only its ordering header was unusable).
+        """
         self.stats.dead_letters += 1
-        raw = record.value.decode("utf-8", "replace")[:2000]
-        await self.dead_letters.publish(DeadLetter(exc.reason, record.topic, raw, record.offset, self._wall_ms()))
+        text = record.value.decode("utf-8", "replace")
+        reason = f"ordering header ignored, record processed: {exc.reason}" if processed else exc.reason
+        if len(text) > _DEAD_LETTER_RAW_CHARS:
+            # A dead letter must stay below the broker's message size; the full record stays on its topic.
+            reason += f" (raw cut to {_DEAD_LETTER_RAW_CHARS} of {len(text)} chars)"
+        source = f"{record.topic}[{record.partition}]"
+        raw = text[:_DEAD_LETTER_RAW_CHARS]
+        await self.dead_letters.publish(DeadLetter(reason, source, raw, record.offset, self._wall_ms()))
 
     async def warm_up(self, bars_by_symbol: Mapping[str, list[Bar]]) -> None:
         """Restore feature state from the feature store (a cold worker)."""

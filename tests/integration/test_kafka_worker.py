@@ -153,7 +153,9 @@ async def test_malformed_frames_and_news_are_dead_lettered_while_the_worker_keep
     worker.assert_alive()
     assert all(isinstance(d, DeadLetter) for d in dead)
     reasons = sorted((d.source, d.reason.split(":")[0]) for d in dead)
-    assert [source for source, _ in reasons] == [topics.market_raw] * 3 + [topics.news_raw] * 2
+    # topic[partition], with the offset in "line": enough to find the record again
+    assert [source.rsplit("[", 1)[0] for source, _ in reasons] == [topics.market_raw] * 3 + [topics.news_raw] * 2
+    assert all(source.endswith("]") and d.line is not None for (source, _), d in zip(reasons, dead, strict=True))
     assert any("malformed JSON" in d.reason for d in dead)
     assert any("schema version" in d.reason for d in dead)
     assert by_symbol(got) == by_symbol(expected)
