@@ -51,6 +51,21 @@ async def create_topics(bootstrap: str, names: Iterable[str], partitions: int, r
         await admin.close()
 
 
+async def partition_count(bootstrap: str, topic: str) -> int | None:
+    """How many partitions ``topic`` has on the broker; None when it does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        (described,) = await admin.describe_topics([topic])
+    except KafkaConnectionError as exc:
+        raise TransientError(f"kafka admin could not reach {bootstrap}: {exc}") from exc
+    finally:
+        await admin.close()
+    if described.get("error_code", 0) != 0 or not described.get("partitions"):
+        return None
+    return len(described["partitions"])
+
+
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 30.0) -> None:
     # A created topic is usable once every partition has a leader; producing earlier fails.
     deadline = asyncio.get_running_loop().time() + timeout_s

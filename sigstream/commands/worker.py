@@ -37,6 +37,18 @@ class WorkerSettings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
 
 
+def _with_real_partition_count(kafka: KafkaSettings) -> KafkaSettings:
+    """The worker maps a symbol to its market.raw partition: use the topic's real count, not the setting
+    (which only sizes topics this project creates)."""
+    from adapters.kafka.client import partition_count
+
+    real = asyncio.run(partition_count(kafka.bootstrap, kafka.topics.market_raw))
+    if real is None or real == kafka.partitions:
+        return kafka
+    log.info("%s has %d partitions (setting says %d); using %d", kafka.topics.market_raw, real, kafka.partitions, real)
+    return kafka.model_copy(update={"partitions": real})
+
+
 def load_model(spec: str, model_settings: ModelSettings | None = None) -> Any:
     """``module:callable`` -> the sentiment model it returns (a class or a factory).
 
@@ -164,6 +176,7 @@ def register(app: typer.Typer) -> None:
             from adapters.kafka.client import ensure_topics
 
             asyncio.run(ensure_topics(settings.kafka))
+        settings.kafka = _with_real_partition_count(settings.kafka)
         try:
             import faust
         except ModuleNotFoundError as exc:  # pragma: no cover - declared dependency

@@ -229,3 +229,18 @@ async def test_exactly_once_guarantee_gives_the_same_signals(kafka_bootstrap, un
     got = await signals_of(settings, len(expected), worker)  # read_committed: only committed transactions
     worker.assert_alive()
     assert by_symbol(got) == by_symbol(expected)
+
+
+def test_the_worker_maps_symbols_with_the_topics_real_partition_count(kafka_bootstrap: str, unique: str) -> None:
+    # --partitions / SIGSTREAM_KAFKA__PARTITIONS only size topics this project creates; an existing
+    # market.raw may have another count, and symbol -> partition must follow the topic, not the setting.
+    from adapters.kafka.client import create_topics, partition_count
+    from adapters.kafka.config import KafkaSettings, TopicNames
+    from sigstream.commands.worker import _with_real_partition_count
+
+    topic = f"market.raw.{unique}"
+    asyncio.run(create_topics(kafka_bootstrap, [topic], 3))
+    assert asyncio.run(partition_count(kafka_bootstrap, topic)) == 3
+    assert asyncio.run(partition_count(kafka_bootstrap, f"missing.{unique}")) is None
+    settings = KafkaSettings(bootstrap=kafka_bootstrap, partitions=8, topics=TopicNames(market_raw=topic))
+    assert _with_real_partition_count(settings).partitions == 3
