@@ -74,6 +74,28 @@ def adapter_method(adapter: str | None) -> str | None:
     return str(method) if method else None
 
 
+BUNDLED_BASE_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def warn_if_other_base(adapter: str | None, base: str) -> None:
+    """Log when an adapter is served on another base than it was trained on (LoRA weights of the same
+    shape load onto any base without complaint, and predict nonsense)."""
+    if not adapter:
+        return
+    config = Path(adapter) / "adapter_config.json"
+    if not config.is_file():
+        return
+    trained_on = json.loads(config.read_text()).get("base_model_name_or_path")
+    if not trained_on or trained_on == base:
+        return
+    from adapters.model.config import bundled_base_path
+
+    if {trained_on, base} <= {BUNDLED_BASE_HUB_ID, bundled_base_path()}:
+        return  # the bundled MiniLM is that hub model
+    log.warning("adapter %s was trained on %s but is served on %s; pass --base / SIGSTREAM_MODEL__BASE "
+                "to serve it on its own base", adapter, trained_on, base)
+
+
 def resolve_quantize(quantize: str, device: str, adapter: str | None = None) -> str:
     """``auto`` -> int8-dynamic on CPU (the chapter's deployment advice); on CUDA a QLoRA adapter is served
     on its 4-bit base, anything else in bf16."""
@@ -229,6 +251,7 @@ def load_classifier(settings: ModelSettings, *, quantize_override: str | None = 
     if adapter_pooling(settings.adapter) == "mean":
         use_mean_pooling(model)  # served the way the adapter was trained
     if settings.adapter:
+        warn_if_other_base(settings.adapter, settings.base)
         model = attach_adapter(model, settings.adapter, merge=settings.merge_adapter and qconfig is None)
     elif new_head:
         log.warning("model %s has no sentiment head and no adapter: predictions are untrained", settings.base)

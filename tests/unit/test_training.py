@@ -275,3 +275,23 @@ def test_a_base_with_its_own_head_is_trained_and_served_in_the_same_label_order(
     probs = served.predict_proba([text for text, _ in rows])
     served_accuracy = sum(max(range(3), key=p.__getitem__) == y for p, (_, y) in zip(probs, rows, strict=True))
     assert served_accuracy / len(rows) == pytest.approx(trained["accuracy"], abs=1e-9)
+
+
+def test_serving_an_adapter_on_another_base_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import json
+    import logging
+
+    from adapters.model.client import BUNDLED_BASE_HUB_ID, warn_if_other_base
+    from adapters.model.config import bundled_base_path
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "ProsusAI/finbert"}))
+    with caplog.at_level(logging.WARNING, logger="adapters.model.client"):
+        warn_if_other_base(str(adapter), bundled_base_path())
+    assert "was trained on ProsusAI/finbert" in caplog.text
+    caplog.clear()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": BUNDLED_BASE_HUB_ID}))
+    with caplog.at_level(logging.WARNING, logger="adapters.model.client"):
+        warn_if_other_base(str(adapter), bundled_base_path())
+    assert caplog.text == ""
