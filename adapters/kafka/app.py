@@ -22,7 +22,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +33,7 @@ from adapters.kafka.ordering import (
     MARKET_HEADER,
     NEWS_HEADER,
     Sequencer,
+    key_partition,
     parse_market_header,
     parse_news_header,
 )
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 Ack = Callable[[], Awaitable[object]]
 _DEAD_LETTER_RAW_CHARS = 100_000
+_NEWS_MEMORY = 100_000  # news ids remembered per worker, like the engine's de-duplication window
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,7 @@ class StreamProcessor:
         settings: KafkaSettings,
         *,
         store: FeatureStore | None = None,
-        committed_news_offset: Callable[[], Awaitable[int]] | None = None,
+        committed_news_offset: Callable[[int], Awaitable[int]] | None = None,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         topics = settings.topics
@@ -102,8 +104,10 @@ class StreamProcessor:
         self._news_batch: list[tuple[RawRecord, Ack]] = []
         self._parked: dict[int, deque[tuple[RawRecord, Ack, int | None, float]]] = {}
         self._partitions = settings.partitions
-        self._symbol_partition: dict[str, int] = {}
         self._wall_ms = wall_ms
+        # Per news id, its score on this worker (None: not scored); per (id, partition), the copy applied.
+        self._news_scores: OrderedDict[str, SentimentScore | None] = OrderedDict()
+        self._news_applied: OrderedDict[tuple[str, int], None] = OrderedDict()
 
     # -- both topics, in one agent ------------------------------------------------------------
     async def on_record(self, record: RawRecord, ack: Ack, more_waiting: bool = False) -> None:
@@ -125,17 +129,17 @@ class StreamProcessor:
             except InvalidInput as exc:
                 await self._dead(exc, record, processed=True)
         parked = self._parked.setdefault(record.partition, deque())
-        if not parked and (news_before is None or await self._news_ready(news_before)):
+        if not parked and (news_before is None or await self._news_ready(news_before, record.partition)):
             await self.on_market(record)
             await ack()
             return
         self.sequencer.stats.waited += 1
         parked.append((record, ack, news_before, time.monotonic()))
 
-    async def _news_ready(self, news_before: int) -> bool:
-        if self.sequencer.news_done is None:
-            await self.sequencer.news_start()
-        return self.sequencer.news_ready(news_before)
+    async def _news_ready(self, news_before: int, partition: int) -> bool:
+        if self.sequencer.news_done(partition) is None:
+            await self.sequencer.news_start(partition)
+        return self.sequencer.news_ready(news_before, partition)
 
     async def _flush_news(self) -> None:
         if not self._news_batch:
@@ -147,10 +151,10 @@ class StreamProcessor:
         await self._unpark()
 
     async def _unpark(self, expire_before: float | None = None) -> None:
-        for parked in self._parked.values():
+        for partition, parked in self._parked.items():
             while parked:
                 record, ack, news_before, since = parked[0]
-                if not self.sequencer.news_ready(news_before):
+                if not self.sequencer.news_ready(news_before, partition):
                     if expire_before is None or since >= expire_before:
                         break
                     self.sequencer.stats.expired += 1
@@ -162,7 +166,7 @@ class StreamProcessor:
                         record.offset,
                         time.monotonic() - since,
                         news_before,
-                        self.sequencer.news_done,
+                        self.sequencer.news_done(partition),
                     )
                 parked.popleft()
                 await self.on_market(record)
@@ -189,7 +193,6 @@ class StreamProcessor:
             items = []
         for item in items or ():
             if isinstance(item, Bar | Trade):
-                self._symbol_partition[item.symbol] = record.partition
                 try:
                     await self._market_event(item)
                 except InvalidInput as exc:
@@ -221,46 +224,90 @@ class StreamProcessor:
 
     # -- news.raw ------------------------------------------------------------------------------
     async def on_news_batch(self, records: Sequence[RawRecord]) -> None:
-        """A batch taken from news.raw (one partition, in offset order)."""
+        """A batch taken from news.raw: per partition in offset order, one copy of each item per partition.
+
+        An item is scored once per worker, whichever of its copies comes first; each stamped copy then
+        serves the symbols of its own partition (:mod:`adapters.kafka.ordering`). The copy on partition 0
+        (or an unstamped record) is the one that publishes the sentiment score or the dead letter, so a
+        group of workers reports each item once.
+        """
         if not records:
             return
         self.stats.news_records += len(records)
         self.stats.news_batches += 1
-        accepted: list[tuple[RawRecord, NewsItem]] = []
+        to_score: list[NewsItem] = []
+        usable: list[tuple[RawRecord, str, bool]] = []
         for record in records:
-            try:
-                item = self.engine.accept_news(decode_news(record.value))
-                if item is not None:
-                    self.batcher.validate(item.text)
-                    accepted.append((record, item))
-            except InvalidInput as exc:
-                await self._dead(exc, record)
-        if accepted:
+            news_id = await self._take_news_copy(record, to_score)
+            if news_id is not None:
+                usable.append((record, news_id, record.partition == 0 or MARKET_HEADER not in record.headers))
+        if to_score:
             # The model runs in a worker thread (MicroBatcher); the event loop keeps consuming.
-            probs = await self.batcher.score([item.text for _, item in accepted])
-            for (record, item), p in zip(accepted, probs, strict=True):
-                score = self.engine.sentiment(item, p, item.ts_init)
+            probs = await self.batcher.score([item.text for item in to_score])
+            for item, p in zip(to_score, probs, strict=True):
+                self._news_scores[item.id] = self.engine.sentiment(item, p, item.ts_init)
+        for record, news_id, primary in usable:
+            score = self._news_scores.get(news_id)
+            if score is None:
+                continue  # about no traded symbol, or a duplicate the engine dropped
+            if primary:
                 await self.sentiment.publish(score)
-                market = None
-                if MARKET_HEADER in record.headers:
-                    try:
-                        market = parse_market_header(record.headers[MARKET_HEADER])
-                    except InvalidInput as exc:
-                        await self._dead(exc, record, processed=True)
-                await self.sequencer.add_score(
-                    score, record.offset if market is not None else None, market, self._partition_of
-                )
-        await self.sequencer.news_handled(max(r.offset for r in records) + 1)
+            market = None
+            if MARKET_HEADER in record.headers:
+                try:
+                    market = parse_market_header(record.headers[MARKET_HEADER])
+                except InvalidInput as exc:
+                    await self._dead(exc, record, processed=True)
+            await self.sequencer.add_score(
+                score, record.offset if market is not None else None, market, self._partition_of, record.partition
+            )
+        last: dict[int, int] = {}
+        for record in records:
+            last[record.partition] = max(last.get(record.partition, -1), record.offset)
+        for partition, offset in last.items():
+            await self.sequencer.news_handled(partition, offset + 1)
+
+    async def _take_news_copy(self, record: RawRecord, to_score: list[NewsItem]) -> str | None:
+        """Decode one news record; queue its item for scoring if this worker has not yet. Returns its id,
+        or None when the record is bad (dead-lettered by its primary copy) or a resent copy."""
+        stamped = MARKET_HEADER in record.headers
+        try:
+            decoded = decode_news(record.value)
+            seen = (decoded.id, record.partition if stamped else -1)
+            if seen in self._news_applied:
+                self.engine.stats.news_duplicate += 1  # a resent copy: never applied twice
+                return None
+            if decoded.id not in self._news_scores:
+                self.batcher.validate(decoded.text)  # before accept_news marks the id as seen
+                item = self.engine.accept_news(decoded)
+                self._remember_score(decoded.id, None)
+                if item is not None:
+                    to_score.append(item)
+        except InvalidInput as exc:
+            if record.partition == 0 or not stamped:
+                await self._dead(exc, record)
+            return None
+        self._remember_applied(seen)
+        return decoded.id
+
+    def _remember_score(self, news_id: str, score: SentimentScore | None) -> None:
+        self._news_scores[news_id] = score
+        if len(self._news_scores) > _NEWS_MEMORY:
+            self._news_scores.popitem(last=False)
+
+    def _remember_applied(self, key: tuple[str, int]) -> None:
+        self._news_applied[key] = None
+        if len(self._news_applied) > _NEWS_MEMORY:
+            self._news_applied.popitem(last=False)
 
     async def _apply_sentiment(self, score: SentimentScore) -> None:
         for signal in self.engine.on_sentiment(score):
             await self._signal(signal)
 
     def _partition_of(self, symbol: str) -> int:
-        partition = self._symbol_partition.get(symbol)
-        if partition is None:
-            partition = key_partition(symbol.encode(), self._partitions)
-        return partition
+        # The publisher puts a symbol's records on exactly this partition (RecordingPublisher), and only
+        # stamped news (from that publisher) asks: computing it keeps every copy's choice the same.
+        return key_partition(symbol.encode(), self._partitions)
 
     # -- shared --------------------------------------------------------------------------------
     async def _dead(self, exc: InvalidInput, record: RawRecord, *, processed: bool = False) -> None:
@@ -283,18 +330,15 @@ class StreamProcessor:
         for symbol, bars in bars_by_symbol.items():
             self.engine.warm(symbol, bars)
 
-    async def shutdown(self) -> None:
-        """Graceful stop: score the pending news batch, process parked records, apply held news signals."""
+    async def drain(self) -> None:
+        """Score the pending news batch and process every parked record (their news will not come now)."""
         await self._flush_news()
         await self._unpark(expire_before=float("inf"))
+
+    async def shutdown(self) -> None:
+        """Graceful stop: drain, then apply held news signals."""
+        await self.drain()
         await self.sequencer.release_all()
-
-
-def key_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2) picks for ``key``."""
-    from aiokafka.partitioner import murmur2
-
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def record_from_message(message: Any) -> RawRecord:
@@ -308,7 +352,7 @@ def record_from_message(message: Any) -> RawRecord:
 # -- faust ----------------------------------------------------------------------------------------
 def create_app(
     settings: KafkaSettings,
-    processor_factory: Callable[[Send, Callable[[], Awaitable[int]]], StreamProcessor],
+    processor_factory: Callable[[Send, Callable[[int], Awaitable[int]]], StreamProcessor],
     *,
     on_started: Callable[[StreamProcessor], Awaitable[None]] | None = None,
     on_stopping: Callable[[StreamProcessor], Awaitable[None]] | None = None,
@@ -339,6 +383,14 @@ def create_app(
         def _new_producer_transport(self) -> Any:
             return Transport(self.conf.broker_producer, self)
 
+        async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+            # Before a rebalance or a stop, faust suspends the flow and waits for every delivered record
+            # to be acked. A parked record waits for news that the suspended flow cannot deliver, so
+            # process it now: it is acked and committed before its partition moves or the worker stops.
+            async with lock:
+                await processor.drain()
+            await super()._consumer_wait_empty(consumer, logger)
+
     topics = settings.topics
     app = App(
         settings.app_id,
@@ -368,7 +420,7 @@ def create_app(
     async def send(topic: str, key: bytes | None, value: bytes) -> None:
         await out_topics[topic].send(key=key, value=value)
 
-    async def committed_news_offset() -> int:
+    async def committed_news_offset(partition: int) -> int:
         from aiokafka.admin import AIOKafkaAdminClient
         from aiokafka.structs import TopicPartition
 
@@ -378,7 +430,7 @@ def create_app(
             offsets = await admin.list_consumer_group_offsets(settings.app_id)
         finally:
             await admin.close()
-        meta = offsets.get(TopicPartition(topics.news_raw, 0))
+        meta = offsets.get(TopicPartition(topics.news_raw, partition))
         return meta.offset if meta is not None and meta.offset >= 0 else 0
 
     processor = processor_factory(send, committed_news_offset)

@@ -83,15 +83,12 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeou
 
 
 async def ensure_topics(settings: KafkaSettings) -> None:
-    """Create every sigstream topic: ``partitions`` each, except news.raw.
+    """Create every sigstream topic with ``partitions`` partitions.
 
-    news.raw has one partition: news is low-volume, and one partition keeps the publish order that
-    the ordering headers (:mod:`adapters.kafka.ordering`) refer to.
+    news.raw has as many partitions as market.raw: faust then gives each worker the news partition of
+    each market partition it owns, and the publisher writes every news item to every partition.
     """
-    topics = settings.topics
-    others = [t for t in topics.all() if t != topics.news_raw]
-    await create_topics(settings.bootstrap, others, settings.partitions, settings.replication_factor)
-    await create_topics(settings.bootstrap, [topics.news_raw], 1, settings.replication_factor)
+    await create_topics(settings.bootstrap, settings.topics.all(), settings.partitions, settings.replication_factor)
 
 
 def make_producer(settings: KafkaSettings, **overrides: object) -> AIOKafkaProducer:

@@ -1,17 +1,22 @@
 """Recording order across market.raw and news.raw, so a Kafka run decides exactly what replay decides.
 
-Market frames (keyed by symbol, many partitions) and news (keyed by id, one partition) travel on
-different topics, and a consumer sees them interleaved in whatever order fetches complete. The
-engine's decisions depend on that interleaving: a bar's signal counts the news scored before it, a
-news signal carries the features of the bars before it. Replay processes the recording in order.
+Market frames (keyed by symbol) and news travel on different topics with the same number of
+partitions, and a consumer sees them interleaved in whatever order fetches complete. The engine's
+decisions depend on that interleaving: a bar's signal counts the news scored before it, a news signal
+carries the features of the bars before it. Replay processes the recording in order.
 
-The publisher (:mod:`adapters.kafka.source`) therefore stamps each record with where the other
-topic stood when it was published, as Kafka headers:
+News reaches every worker: the publisher writes one copy of each news item to every news.raw
+partition, and faust assigns news.raw partition p to the worker that owns market.raw partition p
+(topics with equal partition counts are co-partitioned). The copy on partition p applies to the
+symbols of market partition p only, so each symbol gets each news item exactly once.
 
-* a market record carries ``sigstream.news`` = the news.raw offset after the last news published
-  before it: it is processed only once the news agent has handled every news offset below that;
-* a news record carries ``sigstream.market`` = ``{partition: next offset}`` of market.raw: its
-  sentiment is applied to symbol S only once S's market partition has been processed up to there.
+The publisher (:mod:`adapters.kafka.source`) stamps each record with where the other topic stood on
+the same partition when it was published, as Kafka headers:
+
+* a market record on partition p carries ``sigstream.news`` = the news.raw[p] offset after the last
+  news published before it: it is processed only once every news offset below that is handled;
+* a news copy on partition p carries ``sigstream.market`` = ``{p: next offset}`` of market.raw[p]:
+  its sentiment is applied to p's symbols only once that partition has been processed up to there.
 
 Offsets are absolute, so the rules hold across worker restarts. Records without these headers (live
 sources) are processed in arrival order. The publisher ends a replay with a ``Watermark`` record on
@@ -34,6 +39,13 @@ log = logging.getLogger(__name__)
 
 NEWS_HEADER = "sigstream.news"
 MARKET_HEADER = "sigstream.market"
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2) picks for ``key``: publisher and worker agree."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def market_header(offsets: dict[int, int]) -> bytes:
@@ -81,22 +93,21 @@ class Sequencer:
         self,
         apply: Callable[[SentimentScore], Awaitable[None]],
         *,
-        committed_news_offset: Callable[[], Awaitable[int]] | None = None,
+        committed_news_offset: Callable[[int], Awaitable[int]] | None = None,
     ) -> None:
         self._apply = apply
         self._committed_news_offset = committed_news_offset
-        self._news_done: int | None = None  # every news.raw offset below this has been handled
+        self._news_done: dict[int, int] = {}  # partition -> every news.raw offset below has been handled
         self._market_done: dict[int, int] = {}  # partition -> every offset below has been processed
         self._held: dict[int, list[_Held]] = {}
         self.stats = OrderingStats()
 
     # -- news side ---------------------------------------------------------------------------
-    async def news_handled(self, next_offset: int) -> None:
-        """Every news.raw offset below ``next_offset`` is handled (scored, dead-lettered or dropped)."""
-        if self._news_done is None or next_offset > self._news_done:
-            self._news_done = next_offset
-        for partition in list(self._held):
-            await self._release(partition)
+    async def news_handled(self, partition: int, next_offset: int) -> None:
+        """Every news.raw[partition] offset below ``next_offset`` is handled (scored, dead-lettered, dropped)."""
+        if next_offset > self._news_done.get(partition, -1):
+            self._news_done[partition] = next_offset
+        await self._release(partition)
 
     async def add_score(
         self,
@@ -104,14 +115,21 @@ class Sequencer:
         news_offset: int | None,
         market: dict[int, int] | None,
         partition_of: Callable[[str], int],
+        news_partition: int = 0,
     ) -> None:
-        """A scored news item: apply it per symbol now, or hold it until its market position is reached."""
+        """A scored news copy: apply it per symbol now, or hold it until its market position is reached.
+
+        A stamped copy (``market`` given) read from news.raw[``news_partition``] is for the symbols of
+        that market partition only; the other copies serve the other symbols.
+        """
         for symbol in score.symbols:
             single = score if len(score.symbols) == 1 else _for_symbol(score, symbol)
             if news_offset is None or market is None:
                 await self._apply(single)
                 continue
             partition = partition_of(symbol)
+            if partition != news_partition:
+                continue
             heapq.heappush(
                 self._held.setdefault(partition, []),
                 _Held(news_offset, symbol, market.get(partition, 0), single),
@@ -119,20 +137,21 @@ class Sequencer:
             self.stats.held += 1
 
     # -- market side -------------------------------------------------------------------------
-    @property
-    def news_done(self) -> int | None:
-        """Every news.raw offset below this is handled; ``None`` until known."""
-        return self._news_done
+    def news_done(self, partition: int) -> int | None:
+        """Every news.raw[partition] offset below this is handled; ``None`` until known."""
+        return self._news_done.get(partition)
 
-    async def news_start(self) -> int:
-        """The news position of a (re)started worker: the group's committed news.raw offset."""
-        if self._news_done is None:
-            self._news_done = await self._committed_news_offset() if self._committed_news_offset else 0
-        return self._news_done
+    async def news_start(self, partition: int) -> int:
+        """The news position of a (re)started worker: the group's committed news.raw[partition] offset."""
+        if partition not in self._news_done:
+            committed = await self._committed_news_offset(partition) if self._committed_news_offset else 0
+            self._news_done[partition] = max(committed, self._news_done.get(partition, 0))
+        return self._news_done[partition]
 
-    def news_ready(self, news_before: int | None) -> bool:
-        """May a market record stamped ``news_before`` be processed now?"""
-        return news_before is None or (self._news_done is not None and self._news_done >= news_before)
+    def news_ready(self, news_before: int | None, partition: int) -> bool:
+        """May a market record on ``partition`` stamped ``news_before`` be processed now?"""
+        done = self._news_done.get(partition)
+        return news_before is None or (done is not None and done >= news_before)
 
     async def before_market(self, partition: int, offset: int) -> None:
         """Apply the news that precedes this record on its partition."""
@@ -160,7 +179,7 @@ class Sequencer:
     async def _release(self, partition: int) -> None:
         heap = self._held.get(partition)
         done_market = self._market_done.get(partition, 0)
-        done_news = self._news_done if self._news_done is not None else 0
+        done_news = self._news_done.get(partition, 0)
         while heap and heap[0].market_offset <= done_market and heap[0].news_offset < done_news:
             held = heapq.heappop(heap)
             self.stats.released += 1

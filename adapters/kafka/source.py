@@ -1,7 +1,9 @@
 """Publishes a recording onto market.raw and news.raw at N x real time (or as fast as possible).
 
 Records are stamped with the ordering headers of :mod:`adapters.kafka.ordering`, so a worker
-consuming them decides exactly what in-process replay of the same recording decides.
+consuming them decides exactly what in-process replay of the same recording decides. Each market
+record goes to its symbol's partition (murmur2 of the key, as Kafka's default partitioner), and each
+news item to every news.raw partition, so that every worker of a group receives it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import msgspec
 from adapters.bybit.parsing import OrderBookUpdate
 from adapters.kafka.client import AIOKafkaConsumer, AIOKafkaProducer
 from adapters.kafka.config import KafkaSettings
-from adapters.kafka.ordering import MARKET_HEADER, NEWS_HEADER, market_header
+from adapters.kafka.ordering import MARKET_HEADER, NEWS_HEADER, key_partition, market_header
 from adapters.kafka.parsing import encode_frame, encode_watermark, frame_symbol
 from engine.errors import InvalidInput
 from engine.events import Bar, BookTop, DeadLetter, NewsItem, Ticker, Trade
@@ -51,7 +53,7 @@ class RecordingPublisher:
         self._producer = producer
         self._settings = settings
         self._market_next: dict[int, int] = {}
-        self._news_next = 0
+        self._news_next: dict[int, int] = {}
         self._pending: list[asyncio.Future[Any]] = []
         self.report = PublishReport()
 
@@ -64,15 +66,21 @@ class RecordingPublisher:
 
             await consumer.topics()  # fetches cluster metadata, so partition counts are known
             market_parts = consumer.partitions_for_topic(topics.market_raw) or set()
+            news_parts = consumer.partitions_for_topic(topics.news_raw) or set()
             if not market_parts:
                 raise InvalidInput(f"topic {topics.market_raw} does not exist; run ensure_topics first")
+            if news_parts != market_parts:
+                raise InvalidInput(
+                    f"{topics.news_raw} has {len(news_parts)} partitions and {topics.market_raw} {len(market_parts)}: "
+                    "they must be equal (each worker reads the news partition of its market partition)"
+                )
             tps = [TopicPartition(topics.market_raw, p) for p in sorted(market_parts)]
-            news_tp = TopicPartition(topics.news_raw, 0)
-            ends = await consumer.end_offsets([*tps, news_tp])
+            news_tps = [TopicPartition(topics.news_raw, p) for p in sorted(news_parts)]
+            ends = await consumer.end_offsets([*tps, *news_tps])
         finally:
             await consumer.stop()
         self._market_next = {tp.partition: ends[tp] for tp in tps}
-        self._news_next = ends[news_tp]
+        self._news_next = {tp.partition: ends[tp] for tp in news_tps}
 
     async def publish(
         self, items: Iterable[PublishItem] | AsyncIterable[PublishItem], speed: float | None = None
@@ -97,13 +105,19 @@ class RecordingPublisher:
         if isinstance(item, NewsItem):
             # The market offsets stamped on news must be acknowledged ones.
             await self._drain()
-            headers = [(MARKET_HEADER, market_header(self._market_next))]
-            meta = await (
+            value, key = encode_event(item), item.id.encode()
+            copies = [
                 await self._producer.send(
-                    topics.news_raw, encode_event(item), key=item.id.encode(), partition=0, headers=headers
+                    topics.news_raw,
+                    value,
+                    key=key,
+                    partition=p,
+                    headers=[(MARKET_HEADER, market_header({p: self._market_next[p]}))],
                 )
-            )
-            self._news_next = meta.offset + 1
+                for p in sorted(self._news_next)
+            ]
+            for meta in await asyncio.gather(*copies):
+                self._news_next[meta.partition] = meta.offset + 1
             self.report.news += 1
         elif isinstance(item, DeadLetter):
             await self._producer.send(topics.deadletter, encode_event(item), key=item.source.encode())
@@ -111,16 +125,19 @@ class RecordingPublisher:
         elif isinstance(item, OrderBookUpdate):
             self.report.skipped += 1  # the live source applies books; a recording replays their tops
         else:
+            symbol: str
             if isinstance(item, RawFrame):
                 try:
-                    key = frame_symbol(item.frame)
+                    symbol = frame_symbol(item.frame)
                 except InvalidInput:
-                    key = "unknown"
+                    symbol = "unknown"
                 value = encode_frame(item.frame, item.ts_init)
             else:
-                key, value = item.symbol, encode_event(item)
-            headers = [(NEWS_HEADER, str(self._news_next).encode())]
-            future = await self._producer.send(topics.market_raw, value, key=key.encode(), headers=headers)
+                symbol, value = item.symbol, encode_event(item)
+            key = symbol.encode()
+            partition = key_partition(key, len(self._market_next))
+            headers = [(NEWS_HEADER, str(self._news_next[partition]).encode())]
+            future = await self._producer.send(topics.market_raw, value, key=key, partition=partition, headers=headers)
             future.add_done_callback(self._market_acked)
             self._pending.append(future)
             self.report.market += 1
@@ -142,9 +159,9 @@ class RecordingPublisher:
         """Watermark every market partition so the worker releases the last news signals."""
         await self._drain()
         topics = self._settings.topics
-        headers = [(NEWS_HEADER, str(self._news_next).encode())]
         ts = time.time_ns() // 1_000_000
         for partition in sorted(self._market_next):
+            headers = [(NEWS_HEADER, str(self._news_next[partition]).encode())]
             future = await self._producer.send(
                 topics.market_raw, encode_watermark(ts), key=b"", partition=partition, headers=headers
             )

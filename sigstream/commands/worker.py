@@ -43,6 +43,13 @@ def _with_real_partition_count(kafka: KafkaSettings) -> KafkaSettings:
     from adapters.kafka.client import partition_count
 
     real = asyncio.run(partition_count(kafka.bootstrap, kafka.topics.market_raw))
+    news = asyncio.run(partition_count(kafka.bootstrap, kafka.topics.news_raw))
+    if real is not None and news is not None and news != real:
+        raise FatalError(
+            f"{kafka.topics.news_raw} has {news} partition(s) and {kafka.topics.market_raw} {real}: they must be "
+            f"equal, so that every worker gets the news of its symbols; add partitions to "
+            f"{kafka.topics.news_raw} (kafka-topics.sh --alter --partitions {real})"
+        )
     if real is None or real == kafka.partitions:
         return kafka
     log.info("%s has %d partitions (setting says %d); using %d", kafka.topics.market_raw, real, kafka.partitions, real)

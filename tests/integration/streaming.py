@@ -21,7 +21,8 @@ LEXICON = "tests.support.lexicon_model:LexiconSentimentModel"
 
 def settings_for(bootstrap: str, unique: str, **overrides: object) -> KafkaSettings:
     topics = TopicNames(**{name: f"{default}.{unique}" for name, default in TopicNames().model_dump().items()})
-    return KafkaSettings(bootstrap=bootstrap, topics=topics, app_id=f"sigstream-{unique}", partitions=3, **overrides)
+    values: dict[str, object] = {"partitions": 3} | overrides
+    return KafkaSettings(bootstrap=bootstrap, topics=topics, app_id=f"sigstream-{unique}", **values)  # type: ignore[arg-type]
 
 
 def env_for(settings: KafkaSettings, data_dir: Path) -> dict[str, str]:

@@ -244,3 +244,33 @@ def test_the_worker_maps_symbols_with_the_topics_real_partition_count(kafka_boot
     assert asyncio.run(partition_count(kafka_bootstrap, f"missing.{unique}")) is None
     settings = KafkaSettings(bootstrap=kafka_bootstrap, partitions=8, topics=TopicNames(market_raw=topic))
     assert _with_real_partition_count(settings).partitions == 3
+
+
+async def test_two_workers_share_the_partitions_and_both_get_their_news(kafka_bootstrap, unique, tmp_path) -> None:
+    # Scale-out: two workers in one group, each owning one market partition (BTCUSDT -> 0, ETHUSDT -> 1
+    # with two partitions) and the news partition beside it. Together they must decide what replay does,
+    # with news votes on both symbols.
+    settings = settings_for(kafka_bootstrap, unique, partitions=2)
+    await ensure_topics(settings)
+    workers = [WorkerProcess(settings, tmp_path / f"worker{i}") for i in (1, 2)]
+    try:
+        for w in workers:
+            w.start()
+        async with asyncio.timeout(120):
+            while not all("Ready" in w.log() for w in workers):  # faust logs "Ready" once it has its partitions
+                for w in workers:
+                    w.assert_alive()
+                await asyncio.sleep(0.5)
+        await asyncio.sleep(3)  # the second member's rebalance settles
+        items = recording()
+        expected = await replay_signals(items)
+        await publish(settings, items)
+        got = await signals_of(settings, len(expected), workers[0])
+        for w in workers:
+            w.assert_alive()
+        assert by_symbol(got) == by_symbol(expected)
+        assert {s.symbol for s in got if s.num_sources > 0} == {"BTCUSDT", "ETHUSDT"}
+    finally:
+        for w in workers:
+            if w.proc is not None and w.proc.poll() is None:
+                w.stop()

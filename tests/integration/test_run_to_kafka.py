@@ -53,7 +53,10 @@ async def test_run_with_kafka_publishes_live_frames_news_and_dead_letters(
     market = [decode_event(r.value) for r in await read_topic(settings, settings.topics.market_raw, idle_s=2)
               if r.key]
     assert [b.start for b in market if isinstance(b, Bar)] == [b.start for b in bars]
-    news_out = [decode_event(r.value) for r in await read_topic(settings, settings.topics.news_raw, idle_s=2)]
-    assert [n.headline for n in news_out if isinstance(n, NewsItem)] == ["Bitcoin rallies"]
+    news_records = await read_topic(settings, settings.topics.news_raw, idle_s=2)
+    # One copy per partition, so that every worker of a group gets it.
+    assert sorted(r.partition for r in news_records) == list(range(settings.partitions))
+    news_out = [decode_event(r.value) for r in news_records]
+    assert {n.headline for n in news_out if isinstance(n, NewsItem)} == {"Bitcoin rallies"}
     dead = [decode_event(r.value) for r in await read_topic(settings, settings.topics.deadletter, idle_s=2)]
     assert len(dead) == 1 and "kline" in dead[0].reason

@@ -51,23 +51,21 @@ def recording(n: int = 25) -> list:
     return items
 
 
-def stamp(items: list, settings: KafkaSettings) -> tuple[dict[int, list[RawRecord]], list[RawRecord]]:
-    """What RecordingPublisher writes: per-partition market records and news, with ordering headers."""
+def stamp(items: list, settings: KafkaSettings) -> tuple[dict[int, list[RawRecord]], dict[int, list[RawRecord]]]:
+    """What RecordingPublisher writes: per-partition market records, and a copy of each news item on every
+    news partition, with ordering headers."""
     market: dict[int, list[RawRecord]] = {0: [], 1: []}
-    news: list[RawRecord] = []
+    news: dict[int, list[RawRecord]] = {0: [], 1: []}
     for item in items:
         if isinstance(item, NewsItem):
-            header = market_header({p: len(r) for p, r in market.items()})
-            news.append(
-                RawRecord(
-                    settings.topics.news_raw,
-                    0,
-                    len(news),
-                    item.id.encode(),
-                    encode_event(item),
-                    {MARKET_HEADER: header},
-                )
-            )
+            for p, copies in news.items():
+                header = market_header({p: len(market[p])})
+                copies.append(
+                    RawRecord(
+                        settings.topics.news_raw, p, len(copies), item.id.encode(), encode_event(item),
+                        {MARKET_HEADER: header},
+                    )
+                )  # fmt: skip
         else:
             p = PARTITION[item.symbol]
             market[p].append(
@@ -77,7 +75,7 @@ def stamp(items: list, settings: KafkaSettings) -> tuple[dict[int, list[RawRecor
                     len(market[p]),
                     item.symbol.encode(),
                     encode_event(item),
-                    {NEWS_HEADER: str(len(news)).encode()},
+                    {NEWS_HEADER: str(len(news[p])).encode()},
                 )
             )
     for p, records in market.items():
@@ -88,7 +86,7 @@ def stamp(items: list, settings: KafkaSettings) -> tuple[dict[int, list[RawRecor
                 len(records),
                 b"",
                 encode_watermark(0),
-                {NEWS_HEADER: str(len(news)).encode()},
+                {NEWS_HEADER: str(len(news[p])).encode()},
             )
         )
     return market, news
@@ -114,8 +112,8 @@ async def test_any_interleaving_of_partitions_gives_replays_signals(seed: int) -
     settings = KafkaSettings(partitions=2)
     items = recording()
     market, news = stamp(items, settings)
-    # Deliver the three partitions interleaved at random, each in its own order, as a consumer may.
-    queues = [list(market[0]), list(market[1]), list(news)]
+    # Deliver the four partitions interleaved at random, each in its own order, as a consumer may.
+    queues = [list(market[0]), list(market[1]), list(news[0]), list(news[1])]
     rng = random.Random(seed)
     out: list[tuple[str, bytes]] = []
 
@@ -125,7 +123,7 @@ async def test_any_interleaving_of_partitions_gives_replays_signals(seed: int) -
     async def ack() -> None:
         return None
 
-    async def committed() -> int:
+    async def committed(partition: int) -> int:
         return 0
 
     processor = StreamProcessor(
@@ -158,13 +156,52 @@ async def test_market_record_waits_for_the_news_published_before_it() -> None:
         return ack
 
     processor = StreamProcessor(SignalEngine(), MicroBatcher(LexiconSentimentModel()), send, settings)
-    await processor.sequencer.news_start()
+    await processor.sequencer.news_start(0)
     for record in market[0]:
         await processor.on_record(record, ack_for(record))
     # Only records stamped before the first news could run; the rest are parked and NOT acked.
     first_blocked = next(r for r in market[0] if int(r.headers[NEWS_HEADER]) > 0)
     assert acked == list(range(first_blocked.offset))
     assert processor.parked == len(market[0]) - first_blocked.offset
-    for record in news:
+    for record in news[0]:
         await processor.on_record(record, ack_for(record))
     assert processor.parked == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_two_workers_each_owning_one_partition_together_give_replays_signals(seed: int) -> None:
+    # faust co-assigns news.raw[p] with market.raw[p]: worker A gets partition 0 of both, worker B
+    # partition 1. Each must get the news of its own symbols, and each news item is reported once.
+    settings = KafkaSettings(partitions=2)
+    items = recording()
+    market, news = stamp(items, settings)
+    rng = random.Random(seed)
+    out: list[tuple[str, bytes]] = []
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> None:
+        out.append((topic, value))
+
+    async def ack() -> None:
+        return None
+
+    async def committed(partition: int) -> int:
+        return 0
+
+    workers = {
+        p: StreamProcessor(
+            SignalEngine(), MicroBatcher(LexiconSentimentModel()), send, settings, committed_news_offset=committed
+        )
+        for p in (0, 1)
+    }
+    queues = [(workers[p], list(records)) for p in (0, 1) for records in (market[p], news[p])]
+    while any(q for _, q in queues):
+        worker, queue = rng.choice([(w, q) for w, q in queues if q])
+        await worker.on_record(queue.pop(0), ack, more_waiting=rng.random() < 0.5)
+    for worker in workers.values():
+        await worker.tick()
+        assert worker.parked == 0 and worker.sequencer.pending == 0 and worker.sequencer.stats.expired == 0
+    got = [decode_event(v) for t, v in out if t == settings.topics.signals]
+    assert per_symbol(got) == per_symbol(await replay(items))
+    scored = [decode_event(v).news_id for t, v in out if t == settings.topics.sentiment]
+    about_a_symbol = [i.id for i in items if isinstance(i, NewsItem) and i.headline != "Markets wait"]
+    assert sorted(scored) == sorted(about_a_symbol)  # each once, though both workers scored it
