@@ -14,6 +14,7 @@ import orjson
 
 from adapters.bybit.decoder import FrameDecoder
 from adapters.bybit.frames import to_epoch_ms
+from adapters.bybit.parsing import parse_interval
 from adapters.files.client import numbered_lines, open_text
 from adapters.files.config import FilesSettings
 from adapters.files.parsing import bar_from_kline_row, news_from_csv_row, parse_recording_line
@@ -46,11 +47,29 @@ class FileSource:
         return DeadLetter(exc.reason, str(self.path), raw[:2000], line, ts_init)
 
 
+_KLINE_TOPIC = re.compile(r'"topic"\s*:\s*"kline\.([^".]+)\.')
+
+
 class RecordingSource(FileSource):
     """JSONL(.gz) recording of Bybit v5 frames and news items, each with its receive time."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    @property
+    def interval(self) -> Interval | None:
+        """The interval of the first ``kline.{i}.{S}`` frame in the first 10,000 lines, if any (so a replay
+        of a 5m recording does not default to 1m and use no bar)."""
+        for number, line in numbered_lines(self.path):
+            if number > 10_000:
+                break
+            match = _KLINE_TOPIC.search(line)
+            if match:
+                try:
+                    return parse_interval(match.group(1))
+                except InvalidInput:
+                    return None
+        return None
 
     def items(self) -> Iterator[ReplayItem]:
         last_ts = 0

@@ -31,7 +31,7 @@ def replay(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     to_kafka: str | None = typer.Option(None, "--to-kafka", help="Publish onto market.raw/news.raw at this "
                                         "bootstrap instead of processing in-process."),
-    speed: str = typer.Option("max", "--speed", help="With --to-kafka: N x real time, or max."),
+    speed: str | None = typer.Option(None, "--speed", help="With --to-kafka: N x real time, or max [default: max]."),
     model_spec: str | None = typer.Option(None, "--model", help="Sentiment model as module:callable "
                                           "(default: the configured transformers model and adapter)."),
 ) -> None:
@@ -41,10 +41,20 @@ def replay(
     """
     if bars_from not in ("klines", "trades"):
         raise InvalidInput(f"--bars-from must be klines or trades, not {bars_from!r}")
+    if to_kafka:
+        # Publishing only moves records onto Kafka; the workers compute (and write) everything else.
+        local_only = {"--features-out": features_out, "--signals-out": signals_out,
+                      "--dead-letters-out": dead_letters_out, "--model": model_spec,
+                      "--bars-from": bars_from if bars_from != "klines" else None}  # fmt: skip
+        given = [flag for flag, value in local_only.items() if value is not None]
+        if given:
+            raise InvalidInput(f"{', '.join(given)} do nothing with --to-kafka (the workers process the records)")
+    elif speed is not None:
+        raise InvalidInput("--speed only applies with --to-kafka (an in-process replay always runs at full speed)")
     settings = load_settings()
     sources = open_sources(paths, news, symbol=symbol, interval=interval, files=settings.files)
     if to_kafka:
-        _publish(sources, settings, to_kafka, _parse_speed(speed))
+        _publish(sources, settings, to_kafka, _parse_speed(speed or "max"))
         return
     engine_settings = settings.engine.model_copy(
         update={"interval": resolve_interval(sources, interval, settings.engine.interval), "bars_from": bars_from}
@@ -67,10 +77,16 @@ def replay(
         ("events", report.events), ("bars", stats.bars), ("trades", stats.trades), ("features", report.features),
         ("news", stats.news), ("news duplicate", stats.news_duplicate), ("news without symbol", stats.news_unmapped),
         ("sentiment scores", stats.sentiment_scores), ("signals", report.signals),
-        ("bars of another interval", stats.bars_other_interval), ("dead letters", report.dead_letters),
+        ("bars of another interval", stats.bars_other_interval),
+        ("venue bars not used (--bars-from trades)", stats.bars_not_used), ("dead letters", report.dead_letters),
     ):
         table.add_row(name, f"{value:,}")
     console.print(table)
+    unused = stats.bars_other_interval + stats.bars_not_used
+    if unused and not stats.bars:
+        console.print(f"[yellow]no bar was used: {stats.bars_other_interval:,} were of another interval than "
+                      f"{engine_settings.interval.value} (--interval) and {stats.bars_not_used:,} were venue bars "
+                      "while --bars-from trades builds bars from trades[/yellow]")
     if dead.count:
         reasons = ", ".join(f"{k} ×{v}" for k, v in sorted(dead.reasons.items()))
         where = f" -> {dead_letters_out}" if dead_letters_out else " (use --dead-letters-out to keep them)"

@@ -18,6 +18,8 @@ from tests.support.data import REPO_ROOT
         (["eval", "--data", "{csv}", "--model", "/no/such/adapter"], {}, "model directory /no/such/adapter does not"),
         (["train", "--method", "lora", "--data", "{csv}", "--out", "{tmp}/x", "--epochs", "0"], {}, "--epochs:"),
         (["replay", "{csv}"], {"SIGSTREAM_ENGINE__SYMBOLS__NAMES": "pepe:PEPEUSDT"}, "error parsing value"),
+        (["replay", "{csv}", "--speed", "2"], {}, "--speed only applies with --to-kafka"),
+        (["replay", "{csv}", "--to-kafka", "127.0.0.1:1", "--signals-out", "{tmp}/s.jsonl"], {}, "do nothing with"),
     ],
 )
 def test_cli_errors_are_one_line_with_exit_status_2(

@@ -195,3 +195,18 @@ def test_an_interval_that_contradicts_the_csv_is_refused(tmp_path: Path) -> None
     with pytest.raises(InvalidInput, match="holds 1m bars but --interval is 5m; pass --interval 1m"):
         KlineCsvSource(one_minute, interval=Interval.M5)
     assert KlineCsvSource(one_minute, interval=Interval.M1).interval == Interval.M1
+
+
+def test_a_recordings_interval_is_read_from_its_kline_topics(tmp_path: Path) -> None:
+    from sigstream.replaying import resolve_interval
+
+    recording = tmp_path / "btc5m.jsonl"
+    with RecordingWriter(recording) as writer:
+        for i in range(3):
+            bar = Bar("BTCUSDT", Interval.M5, i * 300_000, 1.0, 2.0, 0.5, 1.5, 10.0, (i + 1) * 300_000, 0)
+            writer.write_frame(kline_frame(bar, "BTCUSDT", Interval.M5), bar.ts_event)
+    source = RecordingSource(recording)
+    assert source.interval == Interval.M5
+    assert resolve_interval([source], None, Interval.M1) == Interval.M5  # not the 1m default, which uses no bar
+    report, _, _ = _replay([recording], tmp_path, "m5", interval=Interval.M5)
+    assert report.engine.bars == 3 and report.engine.bars_other_interval == 0
