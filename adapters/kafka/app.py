@@ -146,8 +146,9 @@ class StreamProcessor:
             return
         batch, self._news_batch = self._news_batch, []
         await self.on_news_batch([record for record, _ in batch])
-        for _, ack in batch:
-            await ack()
+        for record, ack in batch:
+            if not self.sequencer.defer_ack(record.partition, record.offset, ack):
+                await ack()
         await self._unpark()
 
     async def _unpark(self, expire_before: float | None = None) -> None:
@@ -387,8 +388,10 @@ def create_app(
             # Before a rebalance or a stop, faust suspends the flow and waits for every delivered record
             # to be acked. A parked record waits for news that the suspended flow cannot deliver, so
             # process it now: it is acked and committed before its partition moves or the worker stops.
+            # Held news signals are applied too: their news records stay unacked until then.
             async with lock:
                 await processor.drain()
+                await processor.sequencer.release_all()
             await super()._consumer_wait_empty(consumer, logger)
 
     topics = settings.topics

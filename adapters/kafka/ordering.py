@@ -100,6 +100,9 @@ class Sequencer:
         self._news_done: dict[int, int] = {}  # partition -> every news.raw offset below has been handled
         self._market_done: dict[int, int] = {}  # partition -> every offset below has been processed
         self._held: dict[int, list[_Held]] = {}
+        # Per news copy (partition, offset): how many of its scores are held, and its ack once deferred.
+        self._held_count: dict[tuple[int, int], int] = {}
+        self._deferred_acks: dict[tuple[int, int], Callable[[], Awaitable[object]]] = {}
         self.stats = OrderingStats()
 
     # -- news side ---------------------------------------------------------------------------
@@ -134,7 +137,20 @@ class Sequencer:
                 self._held.setdefault(partition, []),
                 _Held(news_offset, symbol, market.get(partition, 0), single),
             )
+            key = (partition, news_offset)
+            self._held_count[key] = self._held_count.get(key, 0) + 1
             self.stats.held += 1
+
+    def defer_ack(self, partition: int, news_offset: int, ack: Callable[[], Awaitable[object]]) -> bool:
+        """Keep a news record unacked while any of its scores is held; True when deferred.
+
+        Acking it at once would let faust commit past a signal that so far exists only in memory, and a
+        hard crash would lose it for good; deferred, the record is delivered again after a crash.
+        """
+        if not self._held_count.get((partition, news_offset)):
+            return False
+        self._deferred_acks[(partition, news_offset)] = ack
+        return True
 
     # -- market side -------------------------------------------------------------------------
     def news_done(self, partition: int) -> int | None:
@@ -175,6 +191,7 @@ class Sequencer:
                 held = heapq.heappop(heap)
                 self.stats.released += 1
                 await self._apply(held.score)
+                await self._applied(partition, held.news_offset)
 
     async def _release(self, partition: int) -> None:
         heap = self._held.get(partition)
@@ -184,6 +201,18 @@ class Sequencer:
             held = heapq.heappop(heap)
             self.stats.released += 1
             await self._apply(held.score)
+            await self._applied(partition, held.news_offset)
+
+    async def _applied(self, partition: int, news_offset: int) -> None:
+        key = (partition, news_offset)
+        remaining = self._held_count.get(key, 1) - 1
+        if remaining > 0:
+            self._held_count[key] = remaining
+            return
+        self._held_count.pop(key, None)
+        ack = self._deferred_acks.pop(key, None)
+        if ack is not None:
+            await ack()
 
 
 def _for_symbol(score: SentimentScore, symbol: str) -> SentimentScore:

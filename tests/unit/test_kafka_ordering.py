@@ -205,3 +205,37 @@ async def test_two_workers_each_owning_one_partition_together_give_replays_signa
     scored = [decode_event(v).news_id for t, v in out if t == settings.topics.sentiment]
     about_a_symbol = [i.id for i in items if isinstance(i, NewsItem) and i.headline != "Markets wait"]
     assert sorted(scored) == sorted(about_a_symbol)  # each once, though both workers scored it
+
+
+async def test_a_news_record_is_acked_only_once_its_held_signal_is_applied() -> None:
+    # Acked at once, faust would commit past a signal that exists only in memory: a hard crash would lose it.
+    settings = KafkaSettings(partitions=2)
+    items = recording(6)
+    market, news = stamp(items, settings)
+    acked: list[tuple[str, int]] = []
+
+    def ack_for(record: RawRecord):
+        async def ack() -> None:
+            acked.append((record.topic, record.offset))
+
+        return ack
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> None:
+        return None
+
+    async def committed(partition: int) -> int:
+        return 0
+
+    processor = StreamProcessor(
+        SignalEngine(), MicroBatcher(LexiconSentimentModel()), send, settings, committed_news_offset=committed
+    )
+    for record in news[1]:  # news about ETHUSDT (partition 1) arrives before its bars
+        await processor.on_record(record, ack_for(record))
+    held = processor.sequencer.pending
+    assert held > 0
+    news_acked = [o for t, o in acked if t == settings.topics.news_raw]
+    assert len(news_acked) < len(news[1])  # the copies whose ETH score is held are not acked yet
+    for record in market[1]:
+        await processor.on_record(record, ack_for(record))
+    assert processor.sequencer.pending == 0
+    assert sorted(o for t, o in acked if t == settings.topics.news_raw) == [r.offset for r in news[1]]
