@@ -68,7 +68,7 @@ def main() -> None:
         raise SystemExit(2) from None
     except SettingsError as exc:
         # pydantic-settings could not decode a variable (a dict or list section given as plain text).
-        typer.echo(f"error: {exc} (dict and list settings take JSON, e.g. '{{\"key\": \"value\"}}')", err=True)
+        typer.echo(f'error: {exc} (dict and list settings take JSON, e.g. \'{{"key": "value"}}\')', err=True)
         raise SystemExit(2) from None
     except FatalError as exc:
         typer.echo(f"fatal: {exc}", err=True)

@@ -92,8 +92,13 @@ def warn_if_other_base(adapter: str | None, base: str) -> None:
 
     if {trained_on, base} <= {BUNDLED_BASE_HUB_ID, bundled_base_path()}:
         return  # the bundled MiniLM is that hub model
-    log.warning("adapter %s was trained on %s but is served on %s; pass --base / SIGSTREAM_MODEL__BASE "
-                "to serve it on its own base", adapter, trained_on, base)
+    log.warning(
+        "adapter %s was trained on %s but is served on %s; pass --base / SIGSTREAM_MODEL__BASE "
+        "to serve it on its own base",
+        adapter,
+        trained_on,
+        base,
+    )
 
 
 def resolve_quantize(quantize: str, device: str, adapter: str | None = None) -> str:

@@ -302,4 +302,3 @@ async def test_a_server_that_acks_and_drops_is_backed_off_until_max_reconnects()
             dropper.cancel()
     assert client.stats.data_messages == 0
     assert server.connections_total == 4
-

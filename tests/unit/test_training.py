@@ -230,9 +230,7 @@ def test_qlora_still_trains_after_an_evaluation_pass_on_cpu(tiny_csv: Path, tmp_
     assert any(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
-def test_eval_serves_the_model_settings_from_the_environment(
-    tiny_csv: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_eval_serves_the_model_settings_from_the_environment(tiny_csv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sigstream.commands.evaluate import evaluate
 
     monkeypatch.setenv("SIGSTREAM_MODEL__QUANTIZE", "none")
@@ -248,9 +246,7 @@ def test_the_worker_passes_model_settings_to_the_default_factory(monkeypatch: py
     assert "[cpu, none," in model.description
 
 
-def test_a_base_with_its_own_head_is_trained_and_served_in_the_same_label_order(
-    tiny_csv: Path, tmp_path: Path
-) -> None:
+def test_a_base_with_its_own_head_is_trained_and_served_in_the_same_label_order(tiny_csv: Path, tmp_path: Path) -> None:
     # A FinBERT-style base orders its head positive/negative/neutral. Training must use that order, as
     # serving does, or whatever it learned as bearish would be served as bullish.
     import json
