@@ -92,6 +92,20 @@ def stamp(items: list, settings: KafkaSettings) -> tuple[dict[int, list[RawRecor
     return market, news
 
 
+async def noop_ack() -> None:
+    return None
+
+
+async def committed_at_start(partition: int) -> int:
+    return 0  # a fresh consumer group
+
+
+def new_processor(send, settings: KafkaSettings) -> StreamProcessor:
+    return StreamProcessor(
+        SignalEngine(), MicroBatcher(LexiconSentimentModel()), send, settings, committed_news_offset=committed_at_start
+    )
+
+
 async def replay(items: list) -> list[CompositeSignal]:
     sink = ListSink()
     await Replayer(SignalEngine(), MicroBatcher(LexiconSentimentModel()), ReplaySinks(ListSink(), signals=[sink])).run(
@@ -120,18 +134,10 @@ async def test_any_interleaving_of_partitions_gives_replays_signals(seed: int) -
     async def send(topic: str, key: bytes | None, value: bytes) -> None:
         out.append((topic, value))
 
-    async def ack() -> None:
-        return None
-
-    async def committed(partition: int) -> int:
-        return 0
-
-    processor = StreamProcessor(
-        SignalEngine(), MicroBatcher(LexiconSentimentModel()), send, settings, committed_news_offset=committed
-    )
+    processor = new_processor(send, settings)
     while any(queues):
         queue = rng.choice([q for q in queues if q])
-        await processor.on_record(queue.pop(0), ack, more_waiting=rng.random() < 0.5)
+        await processor.on_record(queue.pop(0), noop_ack, more_waiting=rng.random() < 0.5)
     await processor.tick()
     assert processor.parked == 0 and processor.sequencer.pending == 0
     got = [decode_event(v) for t, v in out if t == settings.topics.signals]
@@ -181,22 +187,11 @@ async def test_two_workers_each_owning_one_partition_together_give_replays_signa
     async def send(topic: str, key: bytes | None, value: bytes) -> None:
         out.append((topic, value))
 
-    async def ack() -> None:
-        return None
-
-    async def committed(partition: int) -> int:
-        return 0
-
-    workers = {
-        p: StreamProcessor(
-            SignalEngine(), MicroBatcher(LexiconSentimentModel()), send, settings, committed_news_offset=committed
-        )
-        for p in (0, 1)
-    }
+    workers = {p: new_processor(send, settings) for p in (0, 1)}
     queues = [(workers[p], list(records)) for p in (0, 1) for records in (market[p], news[p])]
     while any(q for _, q in queues):
         worker, queue = rng.choice([(w, q) for w, q in queues if q])
-        await worker.on_record(queue.pop(0), ack, more_waiting=rng.random() < 0.5)
+        await worker.on_record(queue.pop(0), noop_ack, more_waiting=rng.random() < 0.5)
     for worker in workers.values():
         await worker.tick()
         assert worker.parked == 0 and worker.sequencer.pending == 0 and worker.sequencer.stats.expired == 0
@@ -223,12 +218,7 @@ async def test_a_news_record_is_acked_only_once_its_held_signal_is_applied() -> 
     async def send(topic: str, key: bytes | None, value: bytes) -> None:
         return None
 
-    async def committed(partition: int) -> int:
-        return 0
-
-    processor = StreamProcessor(
-        SignalEngine(), MicroBatcher(LexiconSentimentModel()), send, settings, committed_news_offset=committed
-    )
+    processor = new_processor(send, settings)
     for record in news[1]:  # news about ETHUSDT (partition 1) arrives before its bars
         await processor.on_record(record, ack_for(record))
     held = processor.sequencer.pending
