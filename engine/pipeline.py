@@ -27,6 +27,7 @@ class EngineStats:
     sentiment_scores: int = 0
     signals: int = 0
     warm_bars_skipped: int = 0
+    bars_stale: int = 0  # a bar not newer than the symbol's last: a venue resend or an at-least-once redelivery
 
 
 class SignalEngine:
@@ -64,8 +65,10 @@ class SignalEngine:
     def on_bar(self, bar: Bar) -> tuple[Features, CompositeSignal] | None:
         """A closed bar: update features, then decide. Bars of another interval are counted, not used.
 
+        A bar not newer than the symbol's last one is counted in ``stats.bars_stale`` and skipped.
+
         Raises:
-            InvalidInput: a duplicate or out-of-order bar, or unusable prices; callers dead-letter it.
+            InvalidInput: unusable prices; callers dead-letter it.
         """
         if bar.interval != self.interval:
             self.stats.bars_other_interval += 1
@@ -77,7 +80,12 @@ class SignalEngine:
         calculator = self._calculators.get(bar.symbol)
         if calculator is None:
             calculator = self._calculators[bar.symbol] = FeatureCalculator(bar.symbol, bar.interval)
-        features = calculator.update(bar)  # InvalidInput (duplicate, out of order, bad prices): dead-lettered
+        if calculator.last_start is not None and bar.start <= calculator.last_start:
+            # Already decided (a resent kline, a record redelivered after a restart warmed from Redis):
+            # counting it again would corrupt every window, and its signal was already emitted.
+            self.stats.bars_stale += 1
+            return None
+        features = calculator.update(bar)  # InvalidInput (unusable prices): callers dead-letter it
         self.stats.bars += 1
         self._latest[bar.symbol] = features
         signal = self.aggregator.composite(bar.symbol, bar.ts_event, bar.ts_init, features)

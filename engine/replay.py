@@ -111,7 +111,11 @@ class Replayer:
         if not self.engine.wants(bar.symbol):
             return
         await self._score_pending()
-        out = self.engine.on_bar(bar)
+        try:
+            out = self.engine.on_bar(bar)
+        except InvalidInput as exc:
+            await self._dead_letter(DeadLetter(exc.reason, "bar", repr(bar), None, bar.ts_init))
+            return
         if out is not None:
             await self._emit(*out)
 

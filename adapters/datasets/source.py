@@ -185,11 +185,13 @@ def load_csv(path: Path, name: str, label_parser: Callable[[str], int] | None = 
     after_text = len(header) - ti - 1
     for lineno, row in enumerate(rows, start=2):
         raw = ",".join(row)
+        if len(row) > len(header) and not any(field.strip() for field in row[len(header) :]):
+            row = row[: len(header)]  # trailing empty fields (a trailing comma, as spreadsheets write)
         if len(row) > len(header):
             # An unquoted comma inside the text: every other column is a single field, so the columns
             # after the text are counted from the end and the text gets the fields in between.
             row = [*row[:ti], ",".join(row[ti : len(row) - after_text]), *row[len(row) - after_text :]]
-        if len(row) != len(header):
+        if len(row) <= max(ti, li, tsi or 0):
             out.bad_rows.append(BadRow(name, lineno, f"expected {len(header)} fields, got {len(row)}", raw))
             continue
         try:

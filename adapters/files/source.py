@@ -149,9 +149,11 @@ class NewsCsvSource(FileSource):
                     # Unparseable dates sort first (0); anything else at its publish time, like the news.
                     ts = _news_row_ms(row, self.settings.news_date_format)
                     dead.append(self._dead(exc, ";".join(str(v) for v in row.values()), number, ts))
-        yield from dead
-        # The file is newest-first; a stable sort keeps same-minute items in file order.
-        yield from sorted(news, key=lambda item: item.ts_event)
+        # The file is newest-first; a stable sort keeps same-minute items in file order. Dead letters sort
+        # in by their own time (0 when unparseable, so first): the stream must stay in time order for
+        # merge_in_time_order, or a late-dated bad row would hold back every news item before it.
+        items: list[NewsItem | DeadLetter] = [*dead, *news]
+        yield from sorted(items, key=lambda item: item.ts_event if isinstance(item, NewsItem) else item.ts_init)
 
 
 def _line_ts_init(line: str, fallback: int) -> int:

@@ -258,7 +258,10 @@ class StreamProcessor:
                 try:
                     market = parse_market_header(record.headers[MARKET_HEADER])
                 except InvalidInput as exc:
-                    await self._dead(exc, record, processed=True)
+                    # Still a copy for this partition's symbols only (applied at once: its position is unknown).
+                    market = {}
+                    if primary:
+                        await self._dead(exc, record, processed=True)
             await self.sequencer.add_score(
                 score, record.offset if market is not None else None, market, self._partition_of, record.partition
             )
@@ -350,6 +353,25 @@ def record_from_message(message: Any) -> RawRecord:
     return RawRecord(message.topic, message.partition, message.offset, message.key, message.value, headers)
 
 
+def committed_offset_reader(settings: KafkaSettings) -> Callable[[int], Awaitable[int]]:
+    """``reader(p)``: the worker group's committed offset of news.raw[p] (0 when none)."""
+
+    async def committed_news_offset(partition: int) -> int:
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.structs import TopicPartition
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(settings.app_id)
+        finally:
+            await admin.close()
+        meta = offsets.get(TopicPartition(settings.topics.news_raw, partition))
+        return meta.offset if meta is not None and meta.offset >= 0 else 0
+
+    return committed_news_offset
+
+
 # -- faust ----------------------------------------------------------------------------------------
 def create_app(
     settings: KafkaSettings,
@@ -423,18 +445,7 @@ def create_app(
     async def send(topic: str, key: bytes | None, value: bytes) -> None:
         await out_topics[topic].send(key=key, value=value)
 
-    async def committed_news_offset(partition: int) -> int:
-        from aiokafka.admin import AIOKafkaAdminClient
-        from aiokafka.structs import TopicPartition
-
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
-        await admin.start()
-        try:
-            offsets = await admin.list_consumer_group_offsets(settings.app_id)
-        finally:
-            await admin.close()
-        meta = offsets.get(TopicPartition(topics.news_raw, partition))
-        return meta.offset if meta is not None and meta.offset >= 0 else 0
+    committed_news_offset = committed_offset_reader(settings)
 
     processor = processor_factory(send, committed_news_offset)
     app.sigstream_processor = processor  # type: ignore[attr-defined]  # faust App allows attributes; kept for tests
@@ -448,6 +459,14 @@ def create_app(
                 await processor.on_record(
                     record_from_message(event.message), functools.partial(manual.ack, event), not queue.empty()
                 )
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's stubs omit async receivers it supports
+    async def _revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        # Runs after the drain in _consumer_wait_empty. A partition that comes back later must start again
+        # from the group's committed offsets, not from this worker's stale positions.
+        partitions = {tp.partition for tp in revoked if tp.topic in (topics.market_raw, topics.news_raw)}
+        async with lock:
+            processor.sequencer.forget(partitions)
 
     @app.timer(1.0)
     async def expire_parked() -> None:

@@ -152,6 +152,12 @@ class Sequencer:
         self._deferred_acks[(partition, news_offset)] = ack
         return True
 
+    def forget(self, partitions: set[int]) -> None:
+        """Drop the positions of revoked partitions (their held scores were applied before the revoke)."""
+        for partition in partitions:
+            self._news_done.pop(partition, None)
+            self._market_done.pop(partition, None)
+
     # -- market side -------------------------------------------------------------------------
     def news_done(self, partition: int) -> int | None:
         """Every news.raw[partition] offset below this is handled; ``None`` until known."""

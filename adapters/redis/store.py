@@ -4,7 +4,7 @@ Per symbol, under ``{prefix}``:
 
 * ``{prefix}:features:{symbol}`` - hash of the latest features (one field per feature, plus
   ``event``: the versioned payload that :func:`engine.serialization.decode_event` restores);
-* ``{prefix}:bars:{symbol}``     - sorted set of the most recent bars scored by bar start, trimmed to
+* ``{prefix}:barset:{symbol}``   - sorted set of the most recent bars scored by bar start, trimmed to
   ``max_bars``; a bar replaces any earlier copy with the same start, so a retried write (its reply lost)
   or a re-delivered bar never appears twice in a warm-up;
 * ``{prefix}:symbols``           - set of the symbols written, so a cold worker knows what to warm.
@@ -55,7 +55,9 @@ class RedisFeatureStore:
         return f"{self.settings.key_prefix}:features:{symbol}"
 
     def bars_key(self, symbol: str) -> str:
-        return f"{self.settings.key_prefix}:bars:{symbol}"
+        # "barset", not the "bars" lists of earlier versions: a new key type under an old name would
+        # answer WRONGTYPE until those lists expire.
+        return f"{self.settings.key_prefix}:barset:{symbol}"
 
     @property
     def symbols_key(self) -> str:
@@ -112,8 +114,8 @@ class RedisFeatureStore:
             try:
                 async with transient_errors("pipelined write"):
                     await pipe.execute()
-            except TransientError:
-                self._restore(features, bars, count)
+            except BaseException:
+                self._restore(features, bars, count)  # whatever failed (or cancelled the write), keep it pending
                 raise
             self.round_trips += 1
 

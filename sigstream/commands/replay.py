@@ -45,7 +45,8 @@ def replay(
         # Publishing only moves records onto Kafka; the workers compute (and write) everything else.
         local_only = {"--features-out": features_out, "--signals-out": signals_out,
                       "--dead-letters-out": dead_letters_out, "--model": model_spec,
-                      "--bars-from": bars_from if bars_from != "klines" else None}  # fmt: skip
+                      "--bars-from": bars_from if bars_from != "klines" else None,
+                      "--symbol": symbol}  # fmt: skip
         given = [flag for flag, value in local_only.items() if value is not None]
         if given:
             raise InvalidInput(f"{', '.join(given)} do nothing with --to-kafka (the workers process the records)")
@@ -78,7 +79,8 @@ def replay(
         ("news", stats.news), ("news duplicate", stats.news_duplicate), ("news without symbol", stats.news_unmapped),
         ("sentiment scores", stats.sentiment_scores), ("signals", report.signals),
         ("bars of another interval", stats.bars_other_interval),
-        ("venue bars not used (--bars-from trades)", stats.bars_not_used), ("dead letters", report.dead_letters),
+        ("venue bars not used (--bars-from trades)", stats.bars_not_used),
+        ("bars skipped: not newer than the last", stats.bars_stale), ("dead letters", report.dead_letters),
     ):
         table.add_row(name, f"{value:,}")
     console.print(table)

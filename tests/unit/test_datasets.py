@@ -101,6 +101,13 @@ def test_csv_with_an_unquoted_comma_in_the_text_keeps_the_whole_text(tmp_path: P
     assert (data.texts, data.labels, data.bad_rows) == (["Acme, Inc. shares soar"], [2], [])
 
 
+def test_csv_rows_with_a_trailing_comma_keep_their_label(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_text("text,label\nRevenue rose sharply,positive,\nShares fell,negative,,\n")
+    data = load_spec(str(path))
+    assert (data.texts, data.labels, data.bad_rows) == (["Revenue rose sharply", "Shares fell"], [2, 0], [])
+
+
 def test_csv_with_a_byte_order_mark_reads_its_header(tmp_path: Path) -> None:
     path = tmp_path / "excel.csv"
     path.write_bytes("text,label\r\nshares fell,bearish\r\n".encode("utf-8-sig"))

@@ -229,3 +229,21 @@ async def test_a_news_record_is_acked_only_once_its_held_signal_is_applied() -> 
         await processor.on_record(record, ack_for(record))
     assert processor.sequencer.pending == 0
     assert sorted(o for t, o in acked if t == settings.topics.news_raw) == [r.offset for r in news[1]]
+
+
+async def test_copies_with_an_unusable_market_header_apply_once_and_dead_letter_once() -> None:
+    settings = KafkaSettings(partitions=2)
+    item = NewsItem("n1", "t", "Ethereum plunges after hack", "", (), (), "", 1, 1)
+    out: list[tuple[str, bytes]] = []
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> None:
+        out.append((topic, value))
+
+    processor = new_processor(send, settings)
+    for p in (0, 1):
+        record = RawRecord(settings.topics.news_raw, p, 0, b"n1", encode_event(item), {MARKET_HEADER: b"garbage"})
+        await processor.on_record(record, noop_ack)
+    signals = [decode_event(v) for t, v in out if t == settings.topics.signals]
+    dead = [decode_event(v) for t, v in out if t == settings.topics.deadletter]
+    assert [s.symbol for s in signals] == ["ETHUSDT"]  # once, from partition 1's copy
+    assert len(dead) == 1 and "record processed" in dead[0].reason

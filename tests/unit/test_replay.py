@@ -210,3 +210,30 @@ def test_a_recordings_interval_is_read_from_its_kline_topics(tmp_path: Path) -> 
     assert resolve_interval([source], None, Interval.M1) == Interval.M5  # not the 1m default, which uses no bar
     report, _, _ = _replay([recording], tmp_path, "m5", interval=Interval.M5)
     assert report.engine.bars == 3 and report.engine.bars_other_interval == 0
+
+
+def test_a_resent_kline_is_skipped_and_a_bar_with_bad_prices_is_dead_lettered(tmp_path: Path) -> None:
+    recording = tmp_path / "resent.jsonl"
+    bars = [Bar("BTCUSDT", Interval.M1, i * 60_000, 10.0, 11.0, 9.0, 10.5, 5.0, (i + 1) * 60_000, 0) for i in range(4)]
+    zero = Bar("BTCUSDT", Interval.M1, 4 * 60_000, 0.0, 0.0, 0.0, 0.0, 5.0, 5 * 60_000, 0)
+    with RecordingWriter(recording) as writer:
+        for bar in [*bars[:3], bars[1], bars[3], zero]:  # bars[1] resent by the venue; then a zero-price bar
+            writer.write_frame(kline_frame(bar, "BTCUSDT", Interval.M1), bar.ts_event + 1)
+    report, _, outputs = _replay([recording], tmp_path, "resent")
+    assert report.engine.bars == 4 and report.engine.bars_stale == 1
+    letters = [orjson.loads(line) for line in outputs.dead_letters.read_bytes().splitlines()]
+    assert len(letters) == 1 and "inconsistent bar" in letters[0]["reason"]
+
+
+def test_a_bad_news_row_keeps_the_news_stream_in_time_order(tmp_path: Path) -> None:
+    from adapters.files.source import NewsCsvSource
+
+    path = tmp_path / "news.csv"
+    path.write_text(
+        "date;sentiment;source;subject;text;title;url\n"
+        "1-1-2024 00:09;{};x;bitcoin;late row without a title;;http://a\n"
+        "1-1-2024 00:02;{};x;bitcoin;body;Bitcoin rallies;http://b\n"
+    )
+    items = list(NewsCsvSource(path).items())
+    assert [type(i).__name__ for i in items] == ["NewsItem", "DeadLetter"]
+    assert [i.ts_init for i in items] == sorted(i.ts_init for i in items)
