@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import heapq
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -56,7 +57,7 @@ class RecordingSource(FileSource):
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    @property
+    @functools.cached_property
     def interval(self) -> Interval | None:
         """The interval of the first ``kline.{i}.{S}`` frame in the first 10,000 lines, if any (so a replay
         of a 5m recording does not default to 1m and use no bar)."""

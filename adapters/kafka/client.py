@@ -51,19 +51,27 @@ async def create_topics(bootstrap: str, names: Iterable[str], partitions: int, r
         await admin.close()
 
 
-async def partition_count(bootstrap: str, topic: str) -> int | None:
-    """How many partitions ``topic`` has on the broker; None when it does not exist."""
+async def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, int | None]:
+    """How many partitions each topic has on the broker (None: it does not exist), in one admin session."""
+    names = list(dict.fromkeys(topics))
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         await admin.start()
-        (described,) = await admin.describe_topics([topic])
+        described = await admin.describe_topics(names)
     except KafkaConnectionError as exc:
         raise TransientError(f"kafka admin could not reach {bootstrap}: {exc}") from exc
     finally:
         await admin.close()
-    if described.get("error_code", 0) != 0 or not described.get("partitions"):
-        return None
-    return len(described["partitions"])
+    counts: dict[str, int | None] = dict.fromkeys(names)
+    for topic in described:
+        if topic.get("error_code", 0) == 0 and topic.get("partitions"):
+            counts[topic["topic"]] = len(topic["partitions"])
+    return counts
+
+
+async def partition_count(bootstrap: str, topic: str) -> int | None:
+    """How many partitions ``topic`` has on the broker; None when it does not exist."""
+    return (await partition_counts(bootstrap, [topic]))[topic]
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 30.0) -> None:

@@ -40,10 +40,10 @@ class WorkerSettings(BaseSettings):
 def _with_real_partition_count(kafka: KafkaSettings) -> KafkaSettings:
     """The worker maps a symbol to its market.raw partition: use the topic's real count, not the setting
     (which only sizes topics this project creates)."""
-    from adapters.kafka.client import partition_count
+    from adapters.kafka.client import partition_counts
 
-    real = asyncio.run(partition_count(kafka.bootstrap, kafka.topics.market_raw))
-    news = asyncio.run(partition_count(kafka.bootstrap, kafka.topics.news_raw))
+    counts = asyncio.run(partition_counts(kafka.bootstrap, [kafka.topics.market_raw, kafka.topics.news_raw]))
+    real, news = counts[kafka.topics.market_raw], counts[kafka.topics.news_raw]
     if real is not None and news is not None and news != real:
         raise FatalError(
             f"{kafka.topics.news_raw} has {news} partition(s) and {kafka.topics.market_raw} {real}: they must be "
