@@ -55,11 +55,26 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). Without it, torch emulates bf16
+    and is slower than fp32, so ``auto`` serving must not pick it."""
     import torch
 
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own capability checks
+    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
+
+
+def resolve_dtype(dtype: str, device: str, *, quantize: str = "none", auto_serving: bool = False) -> torch.dtype:
+    """Weight dtype. ``auto``: bf16 on CUDA; on CPU fp32, except that automatic serving (``quantize=auto``
+    resolved to no quantization) uses bf16 on a CPU that computes it natively."""
+    import torch
+
+    if device == "cpu" and quantize != "none":
+        return torch.float32  # quantized CPU kernels take fp32 activations
     if dtype == "auto":
-        return torch.bfloat16 if device == "cuda" else torch.float32
+        if device == "cuda" or (auto_serving and cpu_has_native_bf16()):
+            return torch.bfloat16
+        return torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
 
 
@@ -102,11 +117,13 @@ def warn_if_other_base(adapter: str | None, base: str) -> None:
 
 
 def resolve_quantize(quantize: str, device: str, adapter: str | None = None) -> str:
-    """``auto`` -> int8-dynamic on CPU (the chapter's deployment advice); on CUDA a QLoRA adapter is served
-    on its 4-bit base, anything else in bf16."""
+    """``auto`` on CPU: no quantization (bf16 weights, see :func:`resolve_dtype`) where the CPU computes bf16
+    natively, else int8-dynamic (the chapter's deployment advice). bf16 is as fast as INT8 there, costs no F1,
+    and hardly depends on batch mates, where INT8's per-batch activation scales move probabilities by up to 0.37
+    (docs/model.md). On CUDA a QLoRA adapter is served on its 4-bit base, anything else in bf16."""
     if quantize == "auto":
         if device == "cpu":
-            return "int8-dynamic"
+            return "none" if cpu_has_native_bf16() else "int8-dynamic"
         return "4bit" if adapter_method(adapter) == "qlora" else "none"
     if quantize == "int8-dynamic" and device != "cpu":
         raise FatalError("quantize=int8-dynamic is a CPU serving option; use 4bit/8bit/none on CUDA")
@@ -240,10 +257,9 @@ def load_classifier(settings: ModelSettings, *, quantize_override: str | None = 
     import torch
 
     device = resolve_device(settings.device)
-    quantize = resolve_quantize(quantize_override or settings.quantize, device, settings.adapter)
-    dtype = resolve_dtype(settings.dtype, device)
-    if quantize != "none" and device == "cpu":
-        dtype = torch.float32  # quantized CPU kernels take fp32 activations
+    requested = quantize_override or settings.quantize
+    quantize = resolve_quantize(requested, device, settings.adapter)
+    dtype = resolve_dtype(settings.dtype, device, quantize=quantize, auto_serving=requested == "auto")
     qconfig = bnb_config(quantize, compute_dtype=torch.bfloat16 if device == "cuda" else torch.float32)
     device_map = {"": device} if (qconfig is not None or device == "cuda") else None
     tokenizer = load_tokenizer(settings.base)

@@ -40,12 +40,15 @@ class ModelSettings(BaseModel):
         "auto",
         description=(
             "4bit (NF4, the QLoRA way) / 8bit (bitsandbytes) / int8-dynamic (CPU, INT8 Linear layers) / "
-            "none; auto = int8-dynamic on CPU, none (bf16) on CUDA."
+            "none; auto = none with bf16 weights on a CPU with native bf16 (AVX512-BF16/AMX), else int8-dynamic "
+            "on CPU; on CUDA, 4bit for a QLoRA adapter, else none (bf16)."
         ),
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Weight dtype when not quantized; auto = bf16 on CUDA, fp32 on CPU."
+        "auto",
+        description="Weight dtype when not quantized; auto = bf16 on CUDA, fp32 on CPU (bf16 when quantize=auto "
+        "picked it for a CPU with native bf16).",
     )
     merge_adapter: bool = Field(
         True, description="Merge LoRA weights into the base for faster serving (not possible on a 4/8-bit base)."

@@ -56,19 +56,27 @@ def bench(
 def _sentiment(count: int, spec: str) -> list[dict[str, Any]]:
     from adapters.datasets.source import load_spec
     from adapters.model import TransformersSentimentModel
+    from adapters.model.client import cpu_has_native_bf16
     from sigstream.settings import load_settings
 
     labelled = load_spec(spec)
     examples = labelled.examples[:count]
     settings = load_settings().model
+    # What quantize=auto picks on a CPU (adapters.model.client.resolve_quantize) is marked as the default.
+    bf16_default = cpu_has_native_bf16()
     with console.status("loading models..."):
         variants = {
             "baseline (1 text/forward, fp32)": TransformersSentimentModel.baseline(settings),
             "batched fp32, length-sorted": TransformersSentimentModel.optimized(
-                settings.model_copy(update={"quantize": "none"})
+                settings.model_copy(update={"quantize": "none", "dtype": "float32"})
             ),
-            "batched + int8 dynamic (default)": TransformersSentimentModel.optimized(
+            "batched + int8 dynamic" + ("" if bf16_default else " (default)"): TransformersSentimentModel.optimized(
                 settings.model_copy(update={"quantize": "int8-dynamic"})
+            ),
+            "batched bf16" + (" (default)" if bf16_default else " (no native bf16 here)"): (
+                TransformersSentimentModel.optimized(
+                    settings.model_copy(update={"quantize": "none", "dtype": "bfloat16"})
+                )
             ),
         }
     with console.status(f"sentiment on {len(examples)} texts..."):

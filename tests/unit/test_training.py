@@ -158,6 +158,29 @@ def test_baseline_and_optimized_paths_agree_on_labels_and_keep_order(trained_lor
     assert int8.predict_proba([]) == []
 
 
+@pytest.mark.parametrize("native_bf16", [True, False], ids=["native-bf16-cpu", "cpu-without-bf16"])
+def test_automatic_cpu_serving_uses_bf16_only_where_the_cpu_computes_it(
+    trained_lora: tuple[Path, object], monkeypatch: pytest.MonkeyPatch, native_bf16: bool
+) -> None:
+    from adapters.model import client
+
+    monkeypatch.setattr(client, "cpu_has_native_bf16", lambda: native_bf16)
+    out, _ = trained_lora
+    texts = ["Acme profit rose sharply and the board approved a larger dividend", "Kone cut to sell", "ok"]
+    settings = ModelSettings(adapter=str(out), device="cpu", max_length=32)
+    auto = TransformersSentimentModel.optimized(settings)
+    explicit_none = TransformersSentimentModel.optimized(settings.model_copy(update={"quantize": "none"}))
+
+    assert ("[cpu, none, bfloat16]" if native_bf16 else "[cpu, int8-dynamic, float32]") in auto.description
+    assert "[cpu, none, float32]" in explicit_none.description  # asking for no quantization keeps exact fp32
+    if native_bf16:
+        together = auto.predict_proba(texts)
+        alone = [auto.predict_proba([t])[0] for t in texts]
+        exact = explicit_none.predict_proba(texts)
+        assert flat(together) == pytest.approx(flat(exact), abs=0.02)  # bf16 rounding, no per-batch scales
+        assert flat(together) == pytest.approx(flat(alone), abs=0.02)  # hardly moved by batch mates
+
+
 def test_resume_continues_from_the_checkpoint(tiny_csv: Path, tmp_path: Path) -> None:
     cfg = tiny_config("lora", tiny_csv, tmp_path / "r", lr=3e-3, epochs=2, evals_per_epoch=4)
     first = train(cfg.model_copy(update={"max_steps": 3, "keep_checkpoint": True}))
