@@ -13,7 +13,7 @@ Category = Literal["linear", "inverse", "spot", "option"]
 
 
 class BybitSettings(BaseModel):
-    """Bybit v5 public market data over websocket, plus the REST URL ccxt uses for backfill."""
+    """Bybit v5 public market data over websocket (the REST backfill is ccxt's: ``SIGSTREAM_CCXT__REST_URL``)."""
 
     ws_url: str = Field(
         "wss://stream.bybit.com/v5/public/linear",
@@ -34,7 +34,6 @@ class BybitSettings(BaseModel):
     backoff_factor: float = Field(2.0, ge=1.0, description="Growth of the reconnect delay cap per failure.")
     max_reconnects: int | None = Field(None, ge=0, description="Give up after this many reconnects; None = never.")
     queue_size: int = Field(10_000, ge=1, description="Parsed events buffered between socket and consumer.")
-    rest_url: str = Field("https://api.bybit.com", description="REST base URL ccxt uses for OHLCV backfill.")
 
     @field_validator("orderbook_depth")
     @classmethod

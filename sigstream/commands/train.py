@@ -56,6 +56,9 @@ def train_command(
     max_examples: int | None = typer.Option(None, help="Stratified subsample of the training data."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint."),
+    keep_checkpoint: bool = typer.Option(
+        False, "--keep-checkpoint", help="Keep OUT/checkpoint after a finished run, to --resume it with more epochs."
+    ),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
     json_out: bool = typer.Option(False, "--json", help="Print the run's metrics as JSON."),
 ) -> None:
@@ -72,7 +75,7 @@ def train_command(
         "focal_gamma": focal, "class_weights": class_weights, "label_smoothing": label_smoothing,
         "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "patience": patience,
         "evals_per_epoch": evals_per_epoch, "max_examples": max_examples, "device": device, "resume": resume,
-        "num_threads": threads,
+        "keep_checkpoint": keep_checkpoint, "num_threads": threads,
     }  # fmt: skip
     if base is not None:
         fields["base"] = base

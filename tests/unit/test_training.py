@@ -195,6 +195,20 @@ def test_resume_continues_from_the_checkpoint(tiny_csv: Path, tmp_path: Path) ->
     assert not (tmp_path / "r" / "checkpoint").exists()
 
 
+@pytest.mark.parametrize("keep", [True, False], ids=["keep-checkpoint", "default"])
+def test_train_command_keeps_the_checkpoint_only_when_asked(tiny_csv: Path, tmp_path: Path, keep: bool) -> None:
+    from typer.testing import CliRunner
+
+    from sigstream.cli import app
+
+    out = tmp_path / "cli"
+    args = ["train", "--method", "lora", "--data", str(tiny_csv), "--out", str(out), "--max-steps", "1"]
+    result = CliRunner().invoke(app, [*args, "--batch-size", "8", *(["--keep-checkpoint"] if keep else [])])
+
+    assert result.exit_code == 0, result.output
+    assert (out / "checkpoint" / "training_state.pt").is_file() is keep
+
+
 def test_length_grouped_order_is_a_permutation_with_the_short_batch_last() -> None:
     import random
 
