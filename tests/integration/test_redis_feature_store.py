@@ -42,6 +42,12 @@ def run_engine(symbol: str, n: int) -> tuple[list[Bar], list[Features]]:
     return bars, feats
 
 
+async def save_and_flush(store: RedisFeatureStore, bars: list[Bar], feats: list[Features]) -> None:
+    for bar, f in zip(bars, feats, strict=True):
+        await store.save(bar, f)
+    await store.flush()
+
+
 @pytest.fixture
 def settings(redis_url: str, unique: str) -> RedisSettings:
     return RedisSettings(url=redis_url, key_prefix=f"test-{unique}", max_bars=50, ttl_s=120, flush_max_items=1000)
@@ -50,9 +56,7 @@ def settings(redis_url: str, unique: str) -> RedisSettings:
 async def test_saved_features_and_bars_round_trip_through_redis(settings: RedisSettings) -> None:
     bars, feats = run_engine("BTCUSDT", 30)
     store = RedisFeatureStore(settings)
-    for bar, f in zip(bars, feats, strict=True):
-        await store.save(bar, f)
-    await store.flush()
+    await save_and_flush(store, bars, feats)
     await store.close()
 
     fresh = RedisFeatureStore(settings)  # a different client: the data really is in Redis
@@ -66,9 +70,7 @@ async def test_saved_features_and_bars_round_trip_through_redis(settings: RedisS
 async def test_bar_window_is_bounded_and_keys_carry_a_ttl(settings: RedisSettings) -> None:
     bars, feats = run_engine("ETHUSDT", 80)
     store = RedisFeatureStore(settings)
-    for bar, f in zip(bars, feats, strict=True):
-        await store.save(bar, f)
-    await store.flush()
+    await save_and_flush(store, bars, feats)
     raw = aioredis.Redis.from_url(settings.url)
     assert await raw.zcard(store.bars_key("ETHUSDT")) == settings.max_bars
     assert 0 < await raw.ttl(store.bars_key("ETHUSDT")) <= settings.ttl_s
@@ -100,12 +102,8 @@ async def test_a_bar_written_twice_is_stored_once(settings: RedisSettings) -> No
     # re-processes: neither may leave a second copy for the warm-up to feed into the features.
     bars, feats = run_engine("BTCUSDT", 10)
     store = RedisFeatureStore(settings)
-    for bar, f in zip(bars, feats, strict=True):
-        await store.save(bar, f)
-    await store.flush()
-    for bar, f in zip(bars[5:], feats[5:], strict=True):
-        await store.save(bar, f)
-    await store.flush()
+    await save_and_flush(store, bars, feats)
+    await save_and_flush(store, bars[5:], feats[5:])
     assert await store.recent_bars("BTCUSDT", 100) == bars
     await store.close()
 
@@ -134,9 +132,7 @@ async def test_cold_engine_warmed_from_redis_matches_the_engine_that_wrote_it(se
     # Fewer bars than max_bars: Redis holds the whole history, so the warmed engine is exactly the same.
     bars, feats = run_engine("BTCUSDT", 45)
     store = RedisFeatureStore(settings)
-    for bar, f in zip(bars, feats, strict=True):
-        await store.save(bar, f)
-    await store.flush()
+    await save_and_flush(store, bars, feats)
 
     cold = SignalEngine()
     warm = await RedisFeatureStore(settings).warm_up(["BTCUSDT"])
@@ -146,7 +142,9 @@ async def test_cold_engine_warmed_from_redis_matches_the_engine_that_wrote_it(se
     for bar in bars:
         hot.on_bar(bar)
     nxt = make_bar("BTCUSDT", 45)
-    assert cold.on_bar(nxt)[0] == hot.on_bar(nxt)[0]
+    cold_out, hot_out = cold.on_bar(nxt), hot.on_bar(nxt)
+    assert cold_out is not None and hot_out is not None
+    assert cold_out[0] == hot_out[0]
     await store.close()
 
 

@@ -11,19 +11,26 @@ from adapters.bybit.config import BybitSettings
 from engine.errors import TransientError
 
 
-async def test_resubscribe_keeps_the_topic_when_the_link_fails_mid_way() -> None:
-    # An order-book gap often comes with a failing link. If the unsubscribe cannot be sent, the topic must
-    # still be in the set the reconnect subscribes, or the book goes silent for good.
+async def subscribed_client(fail_sends: bool) -> tuple[BybitWsClient, list[dict[str, Any]]]:
+    """A "connected" client subscribed to trades and a book, whose sends are recorded (and fail if asked)."""
     client = BybitWsClient(BybitSettings())
     await client.subscribe(["publicTrade.BTCUSDT", "orderbook.50.BTCUSDT"])
     sent: list[dict[str, Any]] = []
 
-    async def failing_send(payload: dict[str, Any]) -> None:
+    async def send(payload: dict[str, Any]) -> None:
         sent.append(payload)
-        raise TransientError("bybit websocket closed while sending")
+        if fail_sends:
+            raise TransientError("bybit websocket closed while sending")
 
     client._ws = object()  # type: ignore[assignment]  # "connected": only _send touches it, and it is replaced
-    client._send = failing_send  # type: ignore[method-assign]
+    client._send = send  # type: ignore[method-assign]
+    return client, sent
+
+
+async def test_resubscribe_keeps_the_topic_when_the_link_fails_mid_way() -> None:
+    # An order-book gap often comes with a failing link. If the unsubscribe cannot be sent, the topic must
+    # still be in the set the reconnect subscribes, or the book goes silent for good.
+    client, sent = await subscribed_client(fail_sends=True)
     with pytest.raises(TransientError):
         await client.resubscribe("orderbook.50.BTCUSDT")
     assert [p["op"] for p in sent] == ["unsubscribe"]
@@ -31,15 +38,7 @@ async def test_resubscribe_keeps_the_topic_when_the_link_fails_mid_way() -> None
 
 
 async def test_resubscribe_sends_unsubscribe_then_subscribe_for_that_topic_only() -> None:
-    client = BybitWsClient(BybitSettings())
-    await client.subscribe(["publicTrade.BTCUSDT", "orderbook.50.BTCUSDT"])
-    sent: list[dict[str, Any]] = []
-
-    async def send(payload: dict[str, Any]) -> None:
-        sent.append(payload)
-
-    client._ws = object()  # type: ignore[assignment]
-    client._send = send  # type: ignore[method-assign]
+    client, sent = await subscribed_client(fail_sends=False)
     await client.resubscribe("orderbook.50.BTCUSDT")
     assert [(p["op"], p["args"]) for p in sent] == [
         ("unsubscribe", ["orderbook.50.BTCUSDT"]),
