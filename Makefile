@@ -42,8 +42,8 @@ run: setup  ## Replay the shared data (or a generated demo) through the in-proce
 	@echo "outputs in $(OUT)/: features.jsonl signals.jsonl (deadletters.jsonl if any)"
 
 test: setup  ## Lint and type-check, then unit + integration (+ gpu, skipped without CUDA) tests
-	$(BIN)/ruff check engine adapters sigstream tests
-	$(BIN)/mypy engine adapters sigstream
+	$(BIN)/ruff check engine adapters sigstream testkit tests
+	$(BIN)/mypy engine adapters sigstream testkit
 	$(BIN)/pytest tests
 
 test-unit: setup  ## Unit tests only (no services)
@@ -53,8 +53,8 @@ test-integration: setup  ## Integration tests (starts Kafka and Redis via deploy
 	$(BIN)/pytest tests/integration
 
 lint: setup  ## ruff + mypy
-	$(BIN)/ruff check engine adapters sigstream tests
-	$(BIN)/mypy engine adapters sigstream
+	$(BIN)/ruff check engine adapters sigstream testkit tests
+	$(BIN)/mypy engine adapters sigstream testkit
 
 bench: setup  ## Print the benchmark table (add ARGS=--json)
 	$(BIN)/sigstream bench $(ARGS)

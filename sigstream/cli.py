@@ -17,7 +17,7 @@ from pydantic_settings import SettingsError
 from engine.errors import FatalError, InvalidInput
 
 # Commands are registered from their own modules so each stays small and owned in one place.
-COMMAND_MODULES = ("replay", "record", "bench", "train", "evaluate", "run", "worker", "backtest")
+COMMAND_MODULES = ("replay", "record", "bench", "train", "evaluate", "run", "worker", "backtest", "testserver")
 
 app = typer.Typer(
     name="sigstream",

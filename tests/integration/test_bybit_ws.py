@@ -17,8 +17,8 @@ from websockets.asyncio.client import connect
 from adapters.bybit.frames import klines_to_frames, orderbook_frames, trade_frame
 from adapters.bybit.parsing import parse_frame
 from adapters.bybit.source import BybitTickSource
-from adapters.bybit.testserver import BybitTestServer, FeedEntry, load_kline_csv, load_recording
 from engine.events import Bar, BookTop, Event, Interval, Trade
+from testkit.bybit_ws import BybitTestServer, FeedEntry, load_kline_csv, load_recording
 from tests.support.servers import CollectingDeadLetters, bybit_ws_server, eventually, fast_bybit_settings
 
 pytestmark = pytest.mark.integration
@@ -257,7 +257,7 @@ def test_kline_csv_loader_infers_symbol_and_interval(tmp_path: Path) -> None:
 
 def test_testserver_cli_help_lists_commands() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "adapters.bybit.testserver", "--help"],
+        [sys.executable, "-m", "sigstream.cli", "testserver", "bybit", "--help"],
         capture_output=True,
         text=True,
         check=True,

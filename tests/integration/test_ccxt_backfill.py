@@ -6,10 +6,10 @@ import pytest
 
 from adapters.ccxt.config import CcxtSettings
 from adapters.ccxt.source import CcxtBackfillSource
-from adapters.ccxt.testserver import synthetic_bars
 from engine.clock import ManualClock
 from engine.errors import InvalidInput, TransientError
 from engine.events import Bar, Interval
+from testkit.bybit_rest import synthetic_bars
 from tests.support.servers import CollectingDeadLetters, bybit_rest_server
 
 pytestmark = pytest.mark.integration

@@ -9,9 +9,9 @@ import pytest
 
 from adapters.rss.config import RssSettings
 from adapters.rss.source import RssNewsSource
-from adapters.rss.testserver import FeedItem
 from engine.clock import ManualClock
 from engine.events import NewsItem
+from testkit.rss_http import FeedItem
 from tests.support.servers import CollectingDeadLetters, eventually, rss_http_server
 
 pytestmark = pytest.mark.integration

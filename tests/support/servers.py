@@ -1,8 +1,8 @@
 """Real local servers that speak the external protocols, as async context managers for fixtures.
 
-* :func:`bybit_ws_server`   - Bybit v5 public websocket (:mod:`adapters.bybit.testserver`);
-* :func:`rss_http_server`   - an RSS/Atom feed over HTTP with ETag/Last-Modified (:mod:`adapters.rss.testserver`);
-* :func:`bybit_rest_server` - Bybit's v5 REST market endpoints ccxt calls (:mod:`adapters.ccxt.testserver`).
+* :func:`bybit_ws_server`   - Bybit v5 public websocket (:mod:`testkit.bybit_ws`);
+* :func:`rss_http_server`   - an RSS/Atom feed over HTTP with ETag/Last-Modified (:mod:`testkit.rss_http`);
+* :func:`bybit_rest_server` - Bybit's v5 REST market endpoints ccxt calls (:mod:`testkit.bybit_rest`).
 
 Plus :func:`fast_bybit_settings` (short pings and backoffs, so fault tests take seconds) and
 :class:`CollectingDeadLetters`, a dead-letter sink that keeps what it receives.
@@ -16,12 +16,12 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from adapters.bybit.config import BybitSettings
-from adapters.bybit.testserver import BybitTestServer, FeedEntry
 from engine.events import DeadLetter
+from testkit.bybit_ws import BybitTestServer, FeedEntry
 
 if TYPE_CHECKING:
-    from adapters.ccxt.testserver import BybitRestServer
-    from adapters.rss.testserver import FeedItem, RssTestServer
+    from testkit.bybit_rest import BybitRestServer
+    from testkit.rss_http import FeedItem, RssTestServer
 
 
 class CollectingDeadLetters:
@@ -78,7 +78,7 @@ async def bybit_ws_server(
 @asynccontextmanager
 async def rss_http_server(items: Iterable[FeedItem] = (), **kwargs: Any) -> AsyncIterator[RssTestServer]:
     """A started :class:`RssTestServer` on a free port; ``server.url`` is the feed's address."""
-    from adapters.rss.testserver import RssTestServer  # aiohttp/ccxt load only when needed
+    from testkit.rss_http import RssTestServer  # aiohttp/ccxt load only when needed
 
     async with RssTestServer(items, **kwargs) as server:
         yield server
@@ -87,7 +87,7 @@ async def rss_http_server(items: Iterable[FeedItem] = (), **kwargs: Any) -> Asyn
 @asynccontextmanager
 async def bybit_rest_server(**kwargs: Any) -> AsyncIterator[BybitRestServer]:
     """A started :class:`BybitRestServer`; point ccxt at ``server.url``."""
-    from adapters.ccxt.testserver import BybitRestServer  # aiohttp/ccxt load only when needed
+    from testkit.bybit_rest import BybitRestServer  # aiohttp/ccxt load only when needed
 
     async with BybitRestServer(**kwargs) as server:
         yield server

@@ -6,7 +6,7 @@
 * ``GET /v5/market/time``             - server time, for clients that sync clocks.
 
 Responses use Bybit's envelope ``{"retCode", "retMsg", "result", "retExtInfo", "time"}``; an unknown
-symbol gets ``retCode`` 10001, as on Bybit.
+symbol gets ``retCode`` 10001, as on Bybit. :func:`synthetic_bars` makes a deterministic series to serve.
 """
 
 from __future__ import annotations

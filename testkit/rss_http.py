@@ -2,22 +2,25 @@
 (``/atom.xml``), honouring ``If-None-Match`` and ``If-Modified-Since`` with 304 Not Modified.
 
 Items can be added while it runs; each change gives the feed a new ETag and Last-Modified.
-``python -m adapters.rss.testserver --help`` serves a feed from the command line.
+:func:`load_news_csv` turns a news CSV (cryptonews.csv layout) into feed items, oldest first.
+From the command line: ``sigstream testserver rss --help``.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
+from pathlib import Path
 from xml.sax.saxutils import escape
 
 from aiohttp import web
+
+from adapters.files.config import FilesSettings
+from adapters.files.source import NewsCsvSource
+from engine.events import NewsItem
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -82,7 +85,10 @@ def _atom_entry(item: FeedItem) -> str:
 
 
 class RssTestServer:
-    """Serves ``items`` (newest first, as feeds do) on 127.0.0.1; use as an async context manager."""
+    """Serves ``items`` (newest first, as feeds do) on 127.0.0.1; use as an async context manager.
+
+    ``window`` limits the feed to the newest N items, as real feeds do (None: every item).
+    """
 
     def __init__(
         self,
@@ -92,11 +98,13 @@ class RssTestServer:
         port: int = 0,
         title: str = "Sigstream Test Wire",
         conditional: bool = True,
+        window: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.title = title
         self.conditional = conditional  # False: ignore validators, like servers that always send 200
+        self.window = window
         self.items: list[FeedItem] = []
         self.log = RequestLog()
         self.status_override: int | None = None  # answer every request with this status (fault tests)
@@ -131,8 +139,13 @@ class RssTestServer:
         digest = hashlib.sha256(f"{self._version}:{len(self.items)}".encode()).hexdigest()[:16]
         return f'"{digest}"'
 
+    def shown(self) -> list[FeedItem]:
+        """The items the feed lists now: newest first, at most ``window``."""
+        newest_first = self.items[::-1]
+        return newest_first if self.window is None else newest_first[: self.window]
+
     def rss(self) -> str:
-        body = "".join(_rss_item(item) for item in reversed(self.items))
+        body = "".join(_rss_item(item) for item in self.shown())
         return (
             '<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0"><channel>'
             f"<title>{escape(self.title)}</title><link>http://{self.host}:{self.port}/</link>"
@@ -140,7 +153,7 @@ class RssTestServer:
         )
 
     def atom(self) -> str:
-        body = "".join(_atom_entry(item) for item in reversed(self.items))
+        body = "".join(_atom_entry(item) for item in self.shown())
         return (
             '<?xml version="1.0" encoding="UTF-8"?>\n<feed xmlns="http://www.w3.org/2005/Atom">'
             f"<title>{escape(self.title)}</title><id>urn:sigstream:test</id>"
@@ -204,51 +217,26 @@ class RssTestServer:
         return False
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m adapters.rss.testserver",
-        description="Serve a small crypto-news RSS feed (/feed.xml) and Atom feed (/atom.xml) with ETag/Last-Modified.",
+def feed_item(news: NewsItem) -> FeedItem:
+    """The feed entry that :class:`adapters.rss.source.RssNewsSource` reads back as ``news``."""
+    return FeedItem(
+        title=news.headline,
+        link=news.url or None,
+        published=datetime.fromtimestamp(news.ts_event / 1000, UTC),
+        guid=news.id,
+        description=news.body,
+        categories=news.tags,
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed at start)")
-    parser.add_argument("--add-every", type=float, default=0.0, help="publish a new headline every N seconds")
-    return parser
 
 
-DEMO_HEADLINES = (
-    ("Bitcoin rallies as ETF inflows hit a record", ("bitcoin",)),
-    ("Ethereum upgrade delayed after testnet bug", ("ethereum",)),
-    ("Solana network suffers brief outage", ("solana",)),
-    ("Dogecoin surges on social media buzz", ("dogecoin",)),
-)
-
-
-def demo_item(n: int, now: datetime | None = None) -> FeedItem:
-    """The ``n``-th headline of the demo feed."""
-    title, tags = DEMO_HEADLINES[n % len(DEMO_HEADLINES)]
-    published = (now or datetime.now(UTC)).replace(microsecond=0)
-    return FeedItem(title, f"https://news.example/{n}", published, guid=f"demo-{n}", categories=tags)
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    async with RssTestServer([demo_item(i) for i in range(len(DEMO_HEADLINES))], host=args.host, port=args.port) as s:
-        print(f"rss test server: {s.url} (atom: {s.atom_url})", flush=True)
-        n = len(DEMO_HEADLINES)
-        while True:
-            if args.add_every > 0:
-                await asyncio.sleep(args.add_every)
-                s.add_items([demo_item(n)])
-                n += 1
-            else:
-                await asyncio.Event().wait()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def load_news_csv(path: Path, settings: FilesSettings | None = None) -> tuple[list[FeedItem], int]:
+    """Feed items of a news CSV (cryptonews.csv layout, ``;``-separated), oldest first, and how many
+    rows were unusable (no title, unparseable date) and left out."""
+    items: list[FeedItem] = []
+    bad = 0
+    for item in NewsCsvSource(path, settings).items():
+        if isinstance(item, NewsItem):
+            items.append(feed_item(item))
+        else:
+            bad += 1
+    return items, bad

@@ -15,15 +15,27 @@ Faults on command, from Python or over the socket with ``{"op": "control", "args
 * ``skip_seq [topic]`` swallow the next order book delta, so clients see a gap in ``u``;
 * ``pause`` / ``play`` stop and restart the replay.
 
-The replay waits while no client is subscribed to anything, so a reconnecting client loses nothing;
-frames for topics that connected clients did not subscribe to are skipped, as Bybit would.
+Control messages are the test's side channel, not Bybit's: they are read and acknowledged even during
+a stall (the stall holds back everything else, pongs and frames included, until it ends).
 
-Run ``python -m adapters.bybit.testserver --help`` for the command line.
+Delivery: the replay waits while no client is subscribed to anything, and each frame goes exactly once
+to every connection subscribed to its topic; a frame that reached none of its subscribers because
+they dropped is sent to the next one that subscribes, so a reconnecting client loses nothing (a book
+or ticker frame is covered by the snapshot a new subscriber gets, so it is not sent twice). Frames
+for topics that no connected client subscribed to are skipped, as Bybit would.
+
+With ``realtime_loss=True`` it keeps venue time instead, as Bybit does: the replay starts when the first
+client subscribes and from then on every frame is published when it is due, listened to or not. A frame
+due while no connection is subscribed to its topic is gone, and so is one queued to a connection that
+drops before it is written (both counted in ``frames_lost``). A stall holds the connections' queues, not
+the replay: what falls due meanwhile waits there, and is lost if that connection drops. Only ``pause``
+stops the clock. A client then has to heal the gap itself (``sigstream run`` backfills it over REST).
+
+From the command line: ``sigstream testserver bybit --help``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import csv
@@ -31,7 +43,7 @@ import gzip
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +52,7 @@ import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from adapters.bybit.frames import klines_to_frames
+from adapters.bybit.frames import kline_frame
 from engine.errors import InvalidInput
 from engine.events import Interval
 
@@ -66,12 +78,22 @@ class FeedEntry:
     ts_init: int | None = None
 
 
+# One queued message: its text, and a future told whether it reached the socket (None: nobody asks).
+_Outgoing = tuple[str, "asyncio.Future[bool] | None"]
+
+
 @dataclass(eq=False)
 class _Connection:
     ws: ServerConnection
     conn_id: str
     topics: set[str] = field(default_factory=set)
     book_ready: set[str] = field(default_factory=set)  # books this client has had a snapshot of
+    # topic -> index of the last replayed frame the subscribe-time snapshot of that topic reflects.
+    covered: dict[str, int] = field(default_factory=dict)
+    # Everything for this client goes through one queue and one writer, in order; a stall holds the
+    # writer, never the reader, so control messages are still read while replies wait.
+    outbox: asyncio.Queue[_Outgoing] = field(default_factory=asyncio.Queue)
+    writer: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -124,6 +146,9 @@ class BybitTestServer:
         pace_s: Fixed delay between replayed frames.
         speed: Replay at this multiple of the recorded ``ts_init`` spacing (``None``: as fast as possible).
         category: Path segment of :attr:`url` (``/v5/public/{category}``).
+        realtime_loss: Venue semantics (see the module docstring): frames due while nobody listens are lost.
+        on_publish: Called with ``(index, frame)`` as each frame falls due, just before it is sent (a test
+            keeps a REST server in step with it: a bar is on REST once its kline has been published).
     """
 
     def __init__(
@@ -135,14 +160,20 @@ class BybitTestServer:
         pace_s: float = 0.0,
         speed: float | None = None,
         category: str = "linear",
+        realtime_loss: bool = False,
+        on_publish: Callable[[int, dict[str, Any]], None] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.pace_s = pace_s
         self.speed = speed
         self.category = category
+        self.realtime_loss = realtime_loss
+        self.on_publish = on_publish
         self._feed: list[FeedEntry] = []
         self._cursor = 0
+        self._applied = -1  # index of the last frame whose effect on books/tickers is applied
+        self._swallowed = False  # the frame at _applied is a swallowed delta
         self._conns: set[_Connection] = set()
         self._books: dict[str, _Book] = {}
         self._tickers: dict[str, dict[str, Any]] = {}
@@ -151,6 +182,7 @@ class BybitTestServer:
         self._changed = asyncio.Event()  # replaced on every state change; waiters re-check
         self._unstalled = asyncio.Event()
         self._unstalled.set()
+        self._stalled = asyncio.Event()
         self._playing = asyncio.Event()
         self._playing.set()
         self._stall_timer: asyncio.TimerHandle | None = None
@@ -160,6 +192,7 @@ class BybitTestServer:
         self.pings = 0
         self.frames_sent = 0
         self.frames_skipped = 0
+        self.frames_lost = 0  # realtime_loss: frames that reached no client (nobody subscribed, or dropped)
         self.deltas_swallowed = 0
         self.client_messages: list[dict[str, Any]] = []
         self.subscribe_requests: list[list[str]] = []
@@ -180,15 +213,14 @@ class BybitTestServer:
             ping_interval=None,  # Bybit relies on the client's JSON ping, not protocol pings
             compression=None,
             max_size=2**20,
+            close_timeout=1.0,  # stopping waits at most this long for a client that reads nothing
         )
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
         self._pump_task = asyncio.create_task(self._pump(), name="bybit-testserver-pump")
 
     async def stop(self) -> None:
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-        self._unstalled.set()
+        self.resume()
         if self._pump_task is not None:
             self._pump_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -213,6 +245,11 @@ class BybitTestServer:
             self._feed.extend(added)
             self.feed_done.clear()
             self._notify()
+
+    @property
+    def frames_published(self) -> int:
+        """Frames the replay has got to so far (sent, skipped or lost)."""
+        return self._cursor
 
     @property
     def subscribed_topics(self) -> set[str]:
@@ -248,19 +285,25 @@ class BybitTestServer:
     def stall(self, seconds: float | None = None) -> None:
         """Stop sending anything, pongs included, for ``seconds`` or until :meth:`resume`."""
         self._unstalled.clear()
+        self._stalled.set()
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
         if seconds is not None:
             self._stall_timer = asyncio.get_running_loop().call_later(seconds, self.resume)
+        self._notify()
 
     def resume(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        self._stalled.clear()
         self._unstalled.set()
+        self._notify()
 
     async def send_malformed(self, text: str = MALFORMED_FRAME) -> None:
-        """Send a frame of malformed JSON to every connection."""
-        for conn in list(self._conns):
-            await self._send_text(conn, text)
+        """Send a frame of malformed JSON to every connection (during a stall: when it ends)."""
+        await asyncio.gather(*self._broadcast(text))
 
     def skip_sequence(self, topic: str | None = None) -> None:
         """Swallow the next order book delta (of ``topic``, or of any book): clients see a ``u`` gap."""
@@ -268,9 +311,11 @@ class BybitTestServer:
 
     def pause(self) -> None:
         self._playing.clear()
+        self._notify()
 
     def play(self) -> None:
         self._playing.set()
+        self._notify()
 
     async def control(self, command: str, *args: str) -> None:
         """Run a command by name, as the ``{"op": "control"}`` message does."""
@@ -296,6 +341,7 @@ class BybitTestServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         conn = _Connection(ws, str(uuid.uuid4()))
+        conn.writer = asyncio.create_task(self._write(conn), name=f"bybit-testserver-writer-{conn.conn_id[:8]}")
         self._conns.add(conn)
         self.connections_total += 1
         self._notify()
@@ -306,6 +352,13 @@ class BybitTestServer:
             pass  # the client went away; its subscriptions go with it
         finally:
             self._conns.discard(conn)
+            conn.writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await conn.writer
+            while not conn.outbox.empty():  # nothing queued for it will be sent now
+                _, done = conn.outbox.get_nowait()
+                if done is not None and not done.done():
+                    done.set_result(False)
             self._notify()
 
     async def _on_client_message(self, conn: _Connection, message: str | bytes) -> None:
@@ -314,7 +367,7 @@ class BybitTestServer:
         except orjson.JSONDecodeError:
             request = None
         if not isinstance(request, dict):
-            await self._reply(conn, {"success": False, "ret_msg": "error:request not json object", "op": ""})
+            self._reply(conn, {"success": False, "ret_msg": "error:request not json object", "op": ""})
             return
         self.client_messages.append(request)
         op = request.get("op")
@@ -323,121 +376,255 @@ class BybitTestServer:
         match op:
             case "ping":
                 self.pings += 1
-                await self._reply(conn, {"success": True, "ret_msg": "pong", "req_id": req_id, "op": "ping"})
+                self._reply(conn, {"success": True, "ret_msg": "pong", "req_id": req_id, "op": "ping"})
             case "subscribe":
-                await self._subscribe(conn, args, req_id)
+                self._subscribe(conn, args, req_id)
             case "unsubscribe":
                 for topic in args if isinstance(args, list) else []:
                     conn.topics.discard(topic)
                     conn.book_ready.discard(topic)
+                    conn.covered.pop(topic, None)
                 self._notify()
-                await self._reply(conn, {"success": True, "ret_msg": "", "req_id": req_id, "op": "unsubscribe"})
+                self._reply(conn, {"success": True, "ret_msg": "", "req_id": req_id, "op": "unsubscribe"})
             case "control":
-                command, *params = [str(a) for a in args] if isinstance(args, list) and args else [""]
-                if command not in CONTROL_COMMANDS:
-                    msg = f"error:unknown control command {command!r}"
-                    await self._reply(conn, {"success": False, "ret_msg": msg, "req_id": req_id, "op": op})
-                    return
-                # Acknowledge first: after "drop" there is no connection left to answer on.
-                await self._reply(conn, {"success": True, "ret_msg": "control", "req_id": req_id, "op": op})
-                await self.control(command, *params)
+                await self._on_control(conn, args, req_id)
             case _:
-                await self._reply(
+                self._reply(
                     conn,
                     {"success": False, "ret_msg": f"error:unsupported op {op}", "req_id": req_id, "op": op},
                 )
 
-    async def _subscribe(self, conn: _Connection, args: object, req_id: object) -> None:
+    async def _on_control(self, conn: _Connection, args: object, req_id: object) -> None:
+        command, *params = [str(a) for a in args] if isinstance(args, list) and args else [""]
+        if command not in CONTROL_COMMANDS:
+            msg = f"error:unknown control command {command!r}"
+            await self._answer_control(conn, {"success": False, "ret_msg": msg, "req_id": req_id, "op": "control"})
+            return
+        ack = {"success": True, "ret_msg": "control", "req_id": req_id, "op": "control"}
+        if command == "resume":
+            self.resume()  # first: its answer must not wait on the stall it ends
+            await self._answer_control(conn, ack)
+            return
+        # Answer first: after "drop" there is no connection left to answer on, after "stall" no sending.
+        await self._answer_control(conn, ack)
+        if command == "malformed":
+            self._broadcast(MALFORMED_FRAME)  # held by a stall like any frame; the reader does not wait
+        else:
+            await self.control(command, *params)
+
+    async def _answer_control(self, conn: _Connection, body: dict[str, Any]) -> None:
+        """Answer a control message: in turn with what is queued before it, or at once during a stall."""
+        text = self._reply_text(conn, body)
+        if self._unstalled.is_set():
+            done = self._queue_text(conn, text)
+            stalled = asyncio.ensure_future(self._stalled.wait())
+            try:
+                await asyncio.wait((done, stalled), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stalled.cancel()
+            if done.done():
+                return
+            done.cancel()  # a stall began while it waited in the queue: the writer skips it
+        with contextlib.suppress(ConnectionClosed):
+            await conn.ws.send(text)
+
+    def _subscribe(self, conn: _Connection, args: object, req_id: object) -> None:
         topics = args if isinstance(args, list) else []
         for topic in topics:
             if not isinstance(topic, str) or not any(p.match(topic) for p in _TOPIC_PATTERNS):
                 msg = f"error:handler not found,topic:{topic}"
-                await self._reply(conn, {"success": False, "ret_msg": msg, "req_id": req_id, "op": "subscribe"})
+                self._reply(conn, {"success": False, "ret_msg": msg, "req_id": req_id, "op": "subscribe"})
                 return
             if topic in conn.topics:
                 msg = f"error:already subscribed,topic:{topic}"
-                await self._reply(conn, {"success": False, "ret_msg": msg, "req_id": req_id, "op": "subscribe"})
+                self._reply(conn, {"success": False, "ret_msg": msg, "req_id": req_id, "op": "subscribe"})
                 return
         conn.topics.update(topics)
         self.subscribe_requests.append(list(topics))
-        await self._reply(conn, {"success": True, "ret_msg": "subscribe", "req_id": req_id, "op": "subscribe"})
+        self._reply(conn, {"success": True, "ret_msg": "subscribe", "req_id": req_id, "op": "subscribe"})
         for topic in topics:
-            # Bybit pushes the current book and ticker right after a subscription.
+            # Bybit pushes the current book and ticker right after a subscription. They reflect every
+            # frame applied so far, so none of those is sent to this client again.
             book = self._books.get(topic)
             if book is not None:
-                await self._send_frame(conn, book.snapshot(topic))
+                self._queue_frame(conn, book.snapshot(topic))
                 conn.book_ready.add(topic)
+                conn.covered[topic] = self._applied
             ticker = self._tickers.get(topic)
             if ticker is not None:
-                await self._send_frame(conn, ticker)
+                self._queue_frame(conn, ticker)
+                conn.covered[topic] = self._applied
         self._notify()
 
-    async def _reply(self, conn: _Connection, body: dict[str, Any]) -> None:
+    @staticmethod
+    def _reply_text(conn: _Connection, body: dict[str, Any]) -> str:
         # Field order as Bybit sends it: success, ret_msg, conn_id, req_id, op.
         ordered = {"success": body["success"], "ret_msg": body["ret_msg"], "conn_id": conn.conn_id}
         ordered["req_id"] = body.get("req_id", "")
         ordered["op"] = body["op"]
-        await self._send_text(conn, orjson.dumps(ordered).decode())
+        return orjson.dumps(ordered).decode()
 
-    async def _send_frame(self, conn: _Connection, frame: dict[str, Any]) -> None:
-        await self._send_text(conn, orjson.dumps(frame).decode())
-        self.frames_sent += 1
+    def _reply(self, conn: _Connection, body: dict[str, Any]) -> None:
+        conn.outbox.put_nowait((self._reply_text(conn, body), None))
 
-    async def _send_text(self, conn: _Connection, text: str) -> None:
-        await self._unstalled.wait()
-        try:
-            await conn.ws.send(text)
-        except ConnectionClosed:
-            self._conns.discard(conn)
+    def _queue_text(self, conn: _Connection, text: str) -> asyncio.Future[bool]:
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        conn.outbox.put_nowait((text, done))
+        return done
+
+    def _queue_frame(self, conn: _Connection, frame: dict[str, Any]) -> asyncio.Future[bool]:
+        done = self._queue_text(conn, orjson.dumps(frame).decode())
+        done.add_done_callback(self._count_sent)
+        return done
+
+    def _count_sent(self, done: asyncio.Future[bool]) -> None:
+        if not done.cancelled() and done.result():
+            self.frames_sent += 1
+
+    def _broadcast(self, text: str) -> list[asyncio.Future[bool]]:
+        return [self._queue_text(conn, text) for conn in list(self._conns)]
+
+    async def _write(self, conn: _Connection) -> None:
+        """The one writer of a connection: sends its queue in order, holding everything during a stall."""
+        while True:
+            text, done = await conn.outbox.get()
+            sent = False
+            try:
+                await self._unstalled.wait()
+                if done is not None and done.cancelled():
+                    continue  # answered some other way meanwhile
+                if conn in self._conns:
+                    try:
+                        await conn.ws.send(text)
+                    except ConnectionClosed:
+                        self._conns.discard(conn)
+                        self._notify()
+                    # Dropped while sending: the bytes were thrown away with the connection.
+                    sent = conn in self._conns
+            finally:  # also when the connection ends while this waits: whoever waits on it hears "no"
+                if done is not None and not done.done():
+                    done.set_result(sent)
 
     # --- replay ----------------------------------------------------------------------------------
 
-    async def _pump(self) -> None:
-        previous_ts: int | None = None
-        while True:
-            await self.wait_until(lambda: self._cursor < len(self._feed) and any(c.topics for c in self._conns))
+    def _can_send(self) -> bool:
+        return self._playing.is_set() and self._unstalled.is_set() and any(c.topics for c in self._conns)
+
+    async def _ready(self) -> None:
+        """Wait until the replay may send: playing, not stalled, and someone subscribed (all at once)."""
+        while not self._can_send():
+            await self.wait_until(lambda: any(c.topics for c in self._conns))
             await self._playing.wait()
             await self._unstalled.wait()
+
+    async def _pump(self) -> None:
+        previous_ts: int | None = None
+        if self.realtime_loss:
+            await self._ready()  # venue time starts with the first subscriber
+        while True:
+            await self.wait_until(lambda: self._cursor < len(self._feed))
+            if self.realtime_loss:
+                await self._playing.wait()
+            else:
+                await self._ready()
             entry = self._feed[self._cursor]
             if self.speed is not None and entry.ts_init is not None and previous_ts is not None:
                 await asyncio.sleep(max(0.0, (entry.ts_init - previous_ts) / 1000.0 / self.speed))
             elif self.pace_s:
                 await asyncio.sleep(self.pace_s)
             previous_ts = entry.ts_init if entry.ts_init is not None else previous_ts
-            await self._dispatch(entry.frame)
+            if self.realtime_loss:
+                await self._playing.wait()  # paused during the delay: the frame is due when play resumes
+                if self.on_publish is not None:
+                    self.on_publish(self._cursor, entry.frame)
+                self._publish(self._cursor, entry.frame)
+            else:
+                # Check again right before sending: a client that dropped during the pause must not make the
+                # frame count as skipped. A frame that reached none of its subscribers is sent again.
+                await self._ready()
+                if self.on_publish is not None:
+                    self.on_publish(self._cursor, entry.frame)
+                while not await self._dispatch(self._cursor, entry.frame):
+                    await self._ready()
             self._cursor += 1
             if self._cursor >= len(self._feed):
                 self.feed_done.set()
             self._notify()
 
-    async def _dispatch(self, frame: dict[str, Any]) -> None:
+    def _publish(self, index: int, frame: dict[str, Any]) -> None:
+        """``realtime_loss``: queue frame ``index`` to whoever is subscribed now, without waiting for it to be
+        written; it is lost when nobody is, or when every receiver drops before it is written."""
+        receivers = self._receivers(index, frame)
+        if receivers is None:
+            return
+        if not receivers:
+            self.frames_lost += 1
+            return
+        waiting = len(receivers)
+        sent = False
+
+        def written(done: asyncio.Future[bool]) -> None:
+            nonlocal waiting, sent
+            waiting -= 1
+            sent = sent or (not done.cancelled() and done.result())
+            if waiting == 0 and not sent:
+                self.frames_lost += 1
+                self._notify()
+
+        for conn in receivers:
+            self._queue_frame(conn, frame).add_done_callback(written)
+
+    async def _dispatch(self, index: int, frame: dict[str, Any]) -> bool:
+        """Send frame ``index`` to its subscribers; False when every one of them dropped before it arrived."""
+        receivers = self._receivers(index, frame)
+        if receivers is None:
+            return True
+        if not receivers:
+            topic = frame["topic"]
+            subscribed = [c for c in self._conns if topic in c.topics]
+            if not any(c.covered.get(topic, -1) >= index for c in subscribed):
+                self.frames_skipped += 1  # (a frame a subscriber's snapshot already reflects is not skipped)
+            return True
+        delivered = await asyncio.gather(*(self._queue_frame(conn, frame) for conn in receivers))
+        return any(delivered)
+
+    def _receivers(self, index: int, frame: dict[str, Any]) -> list[_Connection] | None:
+        """Apply frame ``index`` (once) and pick the connections it goes to; None when it goes to nobody by
+        design (no topic: counted as skipped; a swallowed delta)."""
         topic = frame.get("topic")
         if not isinstance(topic, str):
             self.frames_skipped += 1
-            return
-        receivers = [c for c in self._conns if topic in c.topics]
+            return None
+        if index > self._applied:  # books and tickers change once per frame, however often it is sent
+            self._applied = index
+            self._swallowed = self._apply(topic, frame)
+            if self._swallowed:
+                self.deltas_swallowed += 1
+        if self._swallowed:
+            return None
+        subscribed = [c for c in self._conns if topic in c.topics]
+        receivers = [c for c in subscribed if c.covered.get(topic, -1) < index]
         if topic.startswith("orderbook."):
-            book = self._books.get(topic)
-            if book is None:
-                book = self._books[topic] = _Book(frame["data"]["s"])
-            book.apply(frame)
             if frame.get("type") == "snapshot":
                 for conn in receivers:
                     conn.book_ready.add(topic)
             else:
                 receivers = [c for c in receivers if topic in c.book_ready]
-                if self._swallow(topic):
-                    self.deltas_swallowed += 1
-                    return
-        elif topic.startswith("tickers."):
+        return receivers
+
+    def _apply(self, topic: str, frame: dict[str, Any]) -> bool:
+        """Update the server's books and tickers with ``frame``; True when it is a delta to swallow."""
+        if topic.startswith("orderbook."):
+            book = self._books.get(topic)
+            if book is None:
+                book = self._books[topic] = _Book(frame["data"]["s"])
+            book.apply(frame)
+            return frame.get("type") != "snapshot" and self._swallow(topic)
+        if topic.startswith("tickers."):
             merged = dict(self._tickers.get(topic, {}).get("data", {}))
             merged.update(frame["data"])
             self._tickers[topic] = {**frame, "type": "snapshot", "data": merged}
-        if not receivers:
-            self.frames_skipped += 1
-            return
-        for conn in receivers:
-            await self._send_frame(conn, frame)
+        return False
 
     def _swallow(self, topic: str) -> bool:
         for i, wanted in enumerate(self._skip_topics):
@@ -493,59 +680,11 @@ def load_kline_csv(
         rows = list(csv.DictReader(handle))
     if limit is not None:
         rows = rows[:limit]
-    return [FeedEntry(frame, frame["ts"]) for frame in klines_to_frames(rows, symbol, interval)]
-
-
-# --- command line ----------------------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m adapters.bybit.testserver",
-        description=(
-            "Local Bybit v5 public websocket server. Replays a recording or a kline CSV to subscribed "
-            "clients; answers subscribe/ping like Bybit. Clients can inject faults with "
-            '{"op":"control","args":["drop"|"stall" [s]|"resume"|"malformed"|"skip_seq" [topic]|'
-            '"pause"|"play"]}.'
-        ),
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--recording", type=Path, help="JSONL(.gz) recording; its bybit frames are replayed")
-    source.add_argument("--klines", type=Path, help="kline CSV (timestamp,open,high,low,close,volume)")
-    parser.add_argument("--symbol", help="symbol of --klines (default: from SYMBOL_1m.csv)")
-    parser.add_argument("--interval", choices=[i.value for i in Interval], help="interval of --klines")
-    parser.add_argument("--limit", type=int, help="replay only the first N kline rows")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed at start)")
-    parser.add_argument("--speed", type=float, help="replay at N x recorded time (default: as fast as possible)")
-    parser.add_argument("--pace-ms", type=float, default=0.0, help="fixed delay between frames, ms")
-    return parser
-
-
-async def _serve_forever(entries: Sequence[FeedEntry], args: argparse.Namespace) -> None:
-    async with BybitTestServer(
-        entries, host=args.host, port=args.port, pace_s=args.pace_ms / 1000.0, speed=args.speed
-    ) as server:
-        print(f"bybit test server listening on {server.url} ({len(entries)} frames)", flush=True)
-        await asyncio.Event().wait()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        if args.recording is not None:
-            entries = load_recording(args.recording)
-        else:
-            interval = Interval(args.interval) if args.interval else None
-            entries = load_kline_csv(args.klines, args.symbol, interval, args.limit)
-    except (InvalidInput, OSError) as exc:
-        print(f"error: {exc}")
-        return 2
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(entries, args))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    entries = []
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        try:
+            frame = kline_frame(row, symbol, interval)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{path}:{number}: {exc.reason}", line=number) from None
+        entries.append(FeedEntry(frame, frame["ts"]))
+    return entries
