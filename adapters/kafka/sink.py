@@ -1,4 +1,4 @@
-"""Sinks that produce to Kafka: composite signals, features, sentiment and dead letters.
+"""Sinks that produce to Kafka: composite signals (the v1 signal record), features, sentiment and dead letters.
 
 They write through a :class:`Send` callable, so the same classes serve the faust worker (faust topic
 sends, inside its transactions when exactly_once is on) and plain aiokafka producers.
@@ -8,24 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import orjson
+
 from engine.events import CompositeSignal, DeadLetter, Features, SentimentScore
-from engine.serialization import encode_event
+from engine.serialization import encode_event, signal_record
 
 Send = Callable[[str, bytes | None, bytes], Awaitable[None]]
 """``await send(topic, key, value)``: hand one record to a producer."""
 
 
-def producer_send(producer: object) -> Send:
-    """A :data:`Send` over an aiokafka producer (batched by the producer; ``flush`` waits for acks)."""
-
-    async def send(topic: str, key: bytes | None, value: bytes) -> None:
-        await producer.send(topic, value=value, key=key)  # type: ignore[attr-defined]  # AIOKafkaProducer
-
-    return send
-
-
 class KafkaSignalSink:
-    """Implements :class:`engine.ports.SignalSink` (and FeatureSink/SentimentSink's ``publish``)."""
+    """Implements :class:`engine.ports.SignalSink`: each composite signal on the signals topic, key = symbol,
+    value = the v1 :func:`~engine.serialization.signal_record` (``schemas/signal.v1.schema.json``)."""
 
     def __init__(self, send: Send, topic: str, flush: Callable[[], Awaitable[None]] | None = None) -> None:
         self._send = send
@@ -33,7 +27,26 @@ class KafkaSignalSink:
         self._flush = flush
         self.count = 0
 
-    async def publish(self, event: CompositeSignal | Features | SentimentScore) -> None:
+    async def publish(self, signal: CompositeSignal) -> None:
+        await self._send(self.topic, signal.symbol.encode(), orjson.dumps(signal_record(signal)))
+        self.count += 1
+
+    async def flush(self) -> None:
+        if self._flush is not None:
+            await self._flush()
+
+
+class KafkaEventSink:
+    """Implements FeatureSink/SentimentSink's ``publish``: features (key = symbol) and sentiment scores
+    (key = news id) as versioned :func:`~engine.serialization.encode_event` payloads."""
+
+    def __init__(self, send: Send, topic: str, flush: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._send = send
+        self.topic = topic
+        self._flush = flush
+        self.count = 0
+
+    async def publish(self, event: Features | SentimentScore) -> None:
         key = event.news_id if isinstance(event, SentimentScore) else event.symbol
         await self._send(self.topic, key.encode(), encode_event(event))
         self.count += 1

@@ -42,8 +42,8 @@ def test_replay_twice_gives_identical_bytes(tmp_path: Path) -> None:
     signals = [orjson.loads(line) for line in first.signals.read_bytes().splitlines()]
     assert len(signals) > 1200
     assert {s["signal"] for s in signals} >= {"BUY", "SELL", "HOLD"}
-    assert set(signals[0]) == {"symbol", "ts_event", "ts_init", "signal", "confidence", "scores", "num_sources",
-                               "actionable", "features"}
+    assert list(signals[0]) == ["v", "id", "symbol", "ts_event", "ts_init", "cause", "signal", "confidence",
+                                "scores", "num_sources", "actionable", "features"]
 
 
 def test_corrupted_lines_go_to_dead_letters_with_reason_and_line_number(tmp_path: Path) -> None:
