@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from typing import Any
 
 from engine.config import AggregatorSettings
 from engine.events import LABEL_TO_SIGNAL, SENTIMENT_LABELS, CompositeSignal, Features, SentimentScore, Signal
+from engine.state import (
+    corrupt,
+    decode_dict,
+    decode_float,
+    decode_int,
+    decode_list,
+    decode_str,
+    encode_float,
+)
 
 # Ties go to HOLD first: with evidence split evenly, doing nothing is the conservative call.
 _TIE_ORDER = (Signal.HOLD, Signal.SELL, Signal.BUY)
@@ -37,8 +47,9 @@ class SignalAggregator:
         self._scores: dict[str, deque[tuple[int, int, SentimentScore]]] = {}
         self._arrivals = 0
 
-    def add(self, score: SentimentScore) -> None:
-        for symbol in score.symbols:
+    def add(self, score: SentimentScore, symbols: tuple[str, ...] | None = None) -> None:
+        """Count ``score`` toward ``symbols`` (default: every symbol it names)."""
+        for symbol in score.symbols if symbols is None else symbols:
             window = self._scores.setdefault(symbol, deque())
             self._arrivals += 1
             entry = (score.ts_event, self._arrivals, score)
@@ -57,6 +68,7 @@ class SignalAggregator:
         ts_init: int,
         features: Features | None = None,
         *,
+        cause: str = "bar",
         inclusive: bool = False,
     ) -> CompositeSignal:
         """The signal for ``symbol`` decided at ``at_ms``.
@@ -102,4 +114,76 @@ class SignalAggregator:
             features,
             at_ms,
             ts_init,
+            cause,
         )
+
+    # -- snapshots (engine.state) ---------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """The windows and the arrival counter, JSON-ready.
+
+        ``{"arrivals": n, "scores": [score, ...], "windows": {symbol: [[ts_event, arrival, score index], ...]}}``:
+        a score counted toward several symbols is written once and referenced by its index in ``scores``,
+        each as ``[news_id, symbols, bearish, neutral, bullish, label, confidence, ts_event, ts_init]``.
+        """
+        index: dict[int, int] = {}
+        scores: list[list[Any]] = []
+        windows: dict[str, list[list[int]]] = {}
+        for symbol, window in self._scores.items():
+            rows = windows[symbol] = []
+            for ts, arrival, score in window:
+                i = index.get(id(score))
+                if i is None:
+                    i = index[id(score)] = len(scores)
+                    scores.append([
+                        score.news_id, list(score.symbols), encode_float(score.bearish), encode_float(score.neutral),
+                        encode_float(score.bullish), score.label, encode_float(score.confidence), score.ts_event,
+                        score.ts_init,
+                    ])  # fmt: skip
+                rows.append([ts, arrival, i])
+        return {"arrivals": self._arrivals, "scores": scores, "windows": windows}
+
+    def restore_state(self, state: object) -> None:
+        """Replace the windows and counter with those :meth:`state` describes.
+
+        Raises:
+            InvalidInput: ``state`` is not one (nothing is changed then).
+        """
+        what = "aggregator"
+        s = decode_dict(state, what, ("arrivals", "scores", "windows"))
+        arrivals = decode_int(s["arrivals"], f"{what} arrivals")
+        scores = [_score_from_state(row, f"{what} score {i}") for i, row in enumerate(decode_list(s["scores"], what))]
+        windows: dict[str, deque[tuple[int, int, SentimentScore]]] = {}
+        for symbol, rows in decode_dict(s["windows"], f"{what} windows").items():
+            where = f"{what} window of {symbol}"
+            window: deque[tuple[int, int, SentimentScore]] = deque()
+            previous: tuple[int, int] | None = None
+            for row in decode_list(rows, where):
+                ts, arrival, i = (decode_int(v, where) for v in decode_list(row, where, 3))
+                if not 0 <= i < len(scores):
+                    raise corrupt(where, f"score index {i} of {len(scores)}")
+                if not 0 < arrival <= arrivals or (previous is not None and (ts, arrival) <= previous):
+                    raise corrupt(where, f"entry ({ts}, {arrival}) out of order or past arrival {arrivals}")
+                previous = (ts, arrival)
+                window.append((ts, arrival, scores[i]))
+            windows[symbol] = window
+        self._scores = windows
+        self._arrivals = arrivals
+
+
+def _score_from_state(state: object, what: str) -> SentimentScore:
+    s = decode_list(state, what, 9)
+    label = decode_str(s[5], what)
+    if label not in SENTIMENT_LABELS:
+        raise corrupt(what, f"unknown label {label!r}")
+    symbols = tuple(decode_str(v, what) for v in decode_list(s[1], what))
+    return SentimentScore(
+        decode_str(s[0], what),
+        symbols,
+        decode_float(s[2], what),
+        decode_float(s[3], what),
+        decode_float(s[4], what),
+        label,
+        decode_float(s[6], what),
+        decode_int(s[7], what),
+        decode_int(s[8], what),
+    )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from engine.errors import InvalidInput
 from engine.events import Bar, Interval, Trade
+from engine.state import corrupt, decode_float, decode_int, decode_list, encode_float
 
 _INF = math.inf  # NaN fails every comparison with it, so one chain also rejects NaN
 
@@ -93,6 +95,28 @@ class BarBuilder:
     def open_bar_end(self) -> int | None:
         """Close time of the bar being built, or None."""
         return (self._bucket + 1) * self._interval_ms if self._bucket >= 0 else None
+
+    # -- snapshots (engine.state); not on the per-trade path --------------------------------------------
+    def state(self) -> list[Any]:
+        """The open bar, JSON-ready: ``[bucket, open, high, low, close, volume]`` (bucket -1: none open)."""
+        return [
+            self._bucket,
+            *[encode_float(v) for v in (self._open, self._high, self._low, self._close, self._volume)],
+        ]
+
+    @classmethod
+    def from_state(cls, symbol: str, interval: Interval, state: object) -> BarBuilder:
+        """The builder :meth:`state` describes; raises :class:`InvalidInput` if ``state`` is not one."""
+        what = f"bar builder of {symbol}"
+        s = decode_list(state, what, 6)
+        builder = cls(symbol, interval)
+        builder._bucket = decode_int(s[0], what)
+        if builder._bucket < -1:
+            raise corrupt(what, f"bucket {builder._bucket}")
+        builder._open, builder._high, builder._low, builder._close, builder._volume = (
+            decode_float(v, what) for v in s[1:]
+        )
+        return builder
 
     def _closed_bar(self, ts_init: int) -> Bar:
         start = self._bucket * self._interval_ms

@@ -215,10 +215,17 @@ class CompositeSignal(msgspec.Struct, frozen=True, gc=False):
     features: Features | None
     ts_event: int
     ts_init: int
+    cause: str  # what decided it: "bar" (a closed bar) or "news:<news id>" (that item's sentiment)
 
     @property
     def scores(self) -> dict[str, float]:
         return {"SELL": self.score_sell, "HOLD": self.score_hold, "BUY": self.score_buy}
+
+    @property
+    def id(self) -> str:
+        """Deterministic id: the same decision made twice (a re-delivery after a restart) has the same id,
+        so a downstream consumer can drop the second copy."""
+        return f"{self.symbol}:{self.ts_event}:{self.cause}"
 
 
 class DeadLetter(msgspec.Struct, frozen=True, gc=False):
@@ -232,3 +239,19 @@ class DeadLetter(msgspec.Struct, frozen=True, gc=False):
 
 
 Event = Trade | Bar | Ticker | BookTop | NewsItem | SentimentScore | Features | CompositeSignal
+MarketEvent = Trade | Bar | Ticker | BookTop
+
+
+class Received(msgspec.Struct, frozen=True, gc=False):
+    """One venue message as it arrived, with the market events decoded from it (none for a bad message,
+    which its source dead-letters). Live recordings keep ``raw``, so a replay decodes the same bytes.
+
+    ``reconnected`` marks the first message of a connection that replaced a dropped one: what the venue
+    published in between is gone, and a live driver may backfill it before processing this message. It is
+    not part of the recording (the backfilled bars are, as messages of their own)."""
+
+    source: str
+    raw: str
+    events: tuple[MarketEvent, ...]
+    ts_init: int
+    reconnected: bool = False

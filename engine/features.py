@@ -11,10 +11,22 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Any
 
 from engine.bars import check_ohlcv
 from engine.errors import InvalidInput
-from engine.events import Bar, Features, Interval
+from engine.events import FEATURE_NAMES, Bar, Features, Interval
+from engine.state import (
+    decode_float,
+    decode_floats,
+    decode_int,
+    decode_list,
+    decode_opt_float,
+    decode_opt_int,
+    encode_float,
+    encode_floats,
+    encode_opt_float,
+)
 
 _DAY_MS = 86_400_000
 _RSI_ALPHA = 1.0 / 14.0
@@ -176,3 +188,68 @@ class FeatureCalculator:
         """Restore state from recent bars (e.g. from the feature store or a REST backfill)."""
         for bar in bars:
             self.update(bar)
+
+    # -- snapshots (engine.state); not on the per-bar path ---------------------------------------------
+    def state(self) -> list[Any]:
+        """Everything :meth:`update` reads, JSON-ready: ``[bars_seen, last_start, closes, returns, volumes,
+        ema_fast, ema_slow, gain, loss, atr, prev_close, session_day, cum_pv, cum_v]``."""
+        return [
+            self.bars_seen,
+            self.last_start,
+            encode_floats(self._closes),
+            encode_floats(self._returns),
+            encode_floats(self._volumes),
+            encode_float(self._ema_fast),
+            encode_float(self._ema_slow),
+            encode_opt_float(self._gain),
+            encode_opt_float(self._loss),
+            encode_float(self._atr),
+            encode_opt_float(self._prev_close),
+            self._session_day,
+            encode_float(self._cum_pv),
+            encode_float(self._cum_v),
+        ]
+
+    @classmethod
+    def from_state(cls, symbol: str, interval: Interval, state: object) -> FeatureCalculator:
+        """The calculator :meth:`state` describes; raises :class:`InvalidInput` if ``state`` is not one."""
+        what = f"features of {symbol}"
+        s = decode_list(state, what, 14)
+        calc = cls(symbol, interval)
+        calc.bars_seen = decode_int(s[0], what)
+        calc.last_start = decode_opt_int(s[1], what)
+        calc._closes.extend(decode_floats(s[2], what, _WINDOW + 1))
+        calc._returns.extend(decode_floats(s[3], what, _WINDOW))
+        calc._volumes.extend(decode_floats(s[4], what, _WINDOW))
+        calc._ema_fast = decode_float(s[5], what)
+        calc._ema_slow = decode_float(s[6], what)
+        calc._gain = decode_opt_float(s[7], what)
+        calc._loss = decode_opt_float(s[8], what)
+        calc._atr = decode_float(s[9], what)
+        calc._prev_close = decode_opt_float(s[10], what)
+        calc._session_day = decode_int(s[11], what)
+        calc._cum_pv = decode_float(s[12], what)
+        calc._cum_v = decode_float(s[13], what)
+        return calc
+
+
+def features_state(features: Features) -> list[Any]:
+    """A :class:`Features` JSON-ready, without its symbol and interval (the caller keys and checks those):
+    ``[start, close, *the ten features, ts_event, ts_init]``."""
+    return [
+        features.start,
+        encode_float(features.close),
+        *[encode_opt_float(getattr(features, name)) for name in FEATURE_NAMES],
+        features.ts_event,
+        features.ts_init,
+    ]
+
+
+def features_from_state(symbol: str, interval: Interval, state: object) -> Features:
+    """Inverse of :func:`features_state`; raises :class:`InvalidInput` if ``state`` is not one."""
+    what = f"latest features of {symbol}"
+    s = decode_list(state, what, 4 + len(FEATURE_NAMES))
+    start, close, ts_event, ts_init = (decode_int(s[0], what), decode_float(s[1], what), decode_int(s[-2], what),
+                                       decode_int(s[-1], what))  # fmt: skip
+    r1, r5, r20, vr, vol, rsi, macd, bb, atr, vwap = (decode_opt_float(v, what) for v in s[2:-2])
+    return Features(symbol, interval, start, close, r1, r5, r20, vr, vol, rsi, macd, bb, atr, vwap, ts_event, ts_init)

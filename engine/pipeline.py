@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
 
 from engine.aggregator import SignalAggregator, score_from_probs
 from engine.bars import BarBuilder
 from engine.config import EngineSettings
+from engine.errors import InvalidInput
 from engine.events import Bar, CompositeSignal, Features, NewsItem, SentimentScore, Trade
-from engine.features import FeatureCalculator
+from engine.features import FeatureCalculator, features_from_state, features_state
+from engine.state import corrupt, decode_dict, decode_int, decode_list
 from engine.symbols import SymbolMapper
+
+_STATE_KEYS = ("interval", "bars_from", "stats", "seen_news", "calculators", "latest", "builders", "aggregator")
 
 
 @dataclass(slots=True)
@@ -42,11 +48,18 @@ class SignalEngine:
     """
 
     def __init__(
-        self, settings: EngineSettings | None = None, *, symbols: frozenset[str] | None = None
+        self,
+        settings: EngineSettings | None = None,
+        *,
+        symbols: frozenset[str] | None = None,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
+        """``symbols`` (a set) and ``owns`` (a predicate, e.g. "hashes to my Kafka partition") both limit
+        the symbols this engine trades; news about other symbols is not applied here."""
         self.settings = settings or EngineSettings()
         self.interval = self.settings.interval
         self.symbols = symbols
+        self._owns = owns
         self.mapper = SymbolMapper(self.settings.symbols)
         self.aggregator = SignalAggregator(self.settings.aggregator)
         self.stats = EngineStats()
@@ -60,7 +73,7 @@ class SignalEngine:
 
     # -- market data -------------------------------------------------------------------------
     def wants(self, symbol: str) -> bool:
-        return self.symbols is None or symbol in self.symbols
+        return (self.symbols is None or symbol in self.symbols) and (self._owns is None or self._owns(symbol))
 
     def on_bar(self, bar: Bar) -> tuple[Features, CompositeSignal] | None:
         """A closed bar: update features, then decide. Bars of another interval are counted, not used.
@@ -88,7 +101,7 @@ class SignalEngine:
         features = calculator.update(bar)  # InvalidInput (unusable prices): callers dead-letter it
         self.stats.bars += 1
         self._latest[bar.symbol] = features
-        signal = self.aggregator.composite(bar.symbol, bar.ts_event, bar.ts_init, features)
+        signal = self.aggregator.composite(bar.symbol, bar.ts_event, bar.ts_init, features, cause="bar")
         self.stats.signals += 1
         return features, signal
 
@@ -150,8 +163,9 @@ class SignalEngine:
     def accept_news(self, item: NewsItem) -> NewsItem | None:
         """Map a news item to symbols and de-duplicate it by id.
 
-        Returns the item (with its symbols filled in) when it should be scored, else ``None``;
-        duplicates and items about no traded symbol are counted in :attr:`stats`.
+        Returns the item (with every symbol it is about filled in, traded here or not, so that its score
+        names them all) when it should be scored, else ``None``; duplicates and items about no symbol
+        traded here are counted in :attr:`stats`.
         """
         self.stats.news += 1
         if item.id in self._seen_news:
@@ -161,9 +175,7 @@ class SignalEngine:
         if len(self._seen_news) > self._seen_news_limit:
             self._seen_news.popitem(last=False)
         symbols = self.mapper.symbols_for(item.text, item.tags + item.symbols)
-        if self.symbols is not None:
-            symbols = tuple(s for s in symbols if s in self.symbols)
-        if not symbols:
+        if not any(self.wants(s) for s in symbols):
             self.stats.news_unmapped += 1
             return None
         if symbols == item.symbols:
@@ -176,14 +188,86 @@ class SignalEngine:
         return score_from_probs(item.id, item.symbols, probs, item.ts_event, ts_init)
 
     def on_sentiment(self, score: SentimentScore) -> list[CompositeSignal]:
-        """Fold a score in; returns the refreshed signal of every symbol it mentions."""
+        """Fold a score in; returns the refreshed signal of every symbol it mentions that is traded here."""
         self.stats.sentiment_scores += 1
-        self.aggregator.add(score)
+        traded = tuple(s for s in score.symbols if self.wants(s))
+        self.aggregator.add(score, traded)
         signals = []
         at = max(score.ts_event, score.ts_init)
-        for symbol in score.symbols:
+        for symbol in traded:
             signals.append(
-                self.aggregator.composite(symbol, at, score.ts_init, self._latest.get(symbol), inclusive=True)
+                self.aggregator.composite(
+                    symbol, at, score.ts_init, self._latest.get(symbol), cause=f"news:{score.news_id}", inclusive=True
+                )
             )
         self.stats.signals += len(signals)
         return signals
+
+    # -- snapshots (engine.state) ---------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything this engine needs to continue exactly, JSON-ready (:func:`engine.state.engine_state`
+        frames and compresses it). Mappings keep their insertion order."""
+        return {
+            "interval": self.interval.value,
+            "bars_from": self.settings.bars_from,
+            "stats": {f.name: getattr(self.stats, f.name) for f in fields(EngineStats)},
+            "seen_news": list(self._seen_news),
+            "calculators": {symbol: calc.state() for symbol, calc in self._calculators.items()},
+            "latest": {symbol: features_state(features) for symbol, features in self._latest.items()},
+            "builders": {symbol: builder.state() for symbol, builder in self._builders.items()},
+            "aggregator": self.aggregator.state(),
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Replace this engine's state with what :meth:`state` returned (on an engine of the same settings).
+
+        ``stats`` and ``aggregator`` are restored in place, so a :class:`engine.runtime.Runtime` already
+        built on this engine reports the restored counters. The news-id memory keeps the newest
+        ``_seen_news_limit`` ids.
+
+        Raises:
+            InvalidInput: ``state`` was made under another interval or ``bars_from``, or is not a state;
+                nothing is changed then.
+        """
+        # A missing key is reported by the structure check below; a different value is reported here.
+        interval = state.get("interval", self.interval.value)
+        bars_from = state.get("bars_from", self.settings.bars_from)
+        if interval != self.interval.value:
+            raise InvalidInput(
+                f"engine state was made with interval {interval!r}, this engine runs {self.interval.value!r}"
+            )
+        if bars_from != self.settings.bars_from:
+            raise InvalidInput(
+                f"engine state was made with bars_from={bars_from!r}, this engine has {self.settings.bars_from!r}"
+            )
+        s = decode_dict(state, "engine", _STATE_KEYS)
+        names = [f.name for f in fields(EngineStats)]
+        stats_state = decode_dict(s["stats"], "engine stats", names)
+        stats = {name: decode_int(stats_state[name], f"engine stats {name}") for name in names}
+        seen = decode_list(s["seen_news"], "seen news ids")
+        if not all(isinstance(v, str) for v in seen):
+            raise corrupt("seen news ids", "expected strings")
+        calculators = {
+            symbol: FeatureCalculator.from_state(symbol, self.interval, v)
+            for symbol, v in decode_dict(s["calculators"], "feature calculators").items()
+        }
+        latest = {
+            symbol: features_from_state(symbol, self.interval, v)
+            for symbol, v in decode_dict(s["latest"], "latest features").items()
+        }
+        builders = {
+            symbol: BarBuilder.from_state(symbol, self.interval, v)
+            for symbol, v in decode_dict(s["builders"], "bar builders").items()
+        }
+        # The aggregator checks everything before it changes anything; it is the last step that can fail.
+        self.aggregator.restore_state(s["aggregator"])
+        for name, value in stats.items():
+            setattr(self.stats, name, value)
+        self._seen_news = OrderedDict.fromkeys(seen[max(0, len(seen) - self._seen_news_limit) :])
+        self._calculators.clear()
+        self._calculators.update(calculators)
+        self._latest.clear()
+        self._latest.update(latest)
+        self._builders.clear()
+        self._builders.update(builders)
+        self._building = False

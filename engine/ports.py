@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from engine.events import Bar, CompositeSignal, DeadLetter, Event, Features, NewsItem, SentimentScore
+from engine.events import Bar, CompositeSignal, DeadLetter, Features, Interval, NewsItem, Received, SentimentScore
 
 
 @runtime_checkable
@@ -19,11 +19,28 @@ class Clock(Protocol):
 
 
 class TickSource(Protocol):
-    """Market events (trades, bars, tickers, book tops). Required: ``events``, ``close``."""
+    """Venue messages with their market events, in arrival order. Required: ``received``, ``close``.
 
-    def events(self) -> AsyncIterator[Event]: ...
+    A message that cannot be decoded is still yielded (with no events, dead-lettered by the source),
+    so a recording of what ``received`` yields holds every message the venue sent. A source that reconnects
+    sets ``reconnected`` on the first message of each new connection (a venue does not re-send what it
+    published meanwhile: the driver may heal that gap from a :class:`BarBackfill`).
+    """
+
+    def received(self) -> AsyncIterator[Received]: ...
 
     async def close(self) -> None: ...
+
+
+class BarBackfill(Protocol):
+    """Closed bars on demand (a venue's REST API), to heal the gap a reconnect leaves. Required: ``closed_bars``.
+
+    ``closed_bars`` returns the bars of ``symbol`` and ``interval`` that have closed and start after
+    ``after_start_ms``, oldest first (as many as one request gives; the newest when the gap is larger).
+    It raises (e.g. :class:`engine.errors.TransientError`) when the venue cannot be reached.
+    """
+
+    async def closed_bars(self, symbol: str, interval: Interval, after_start_ms: int) -> list[Bar]: ...
 
 
 class NewsSource(Protocol):
@@ -74,6 +91,15 @@ class DeadLetterSink(Protocol):
 
     @property
     def count(self) -> int: ...
+
+
+class Recorder(Protocol):
+    """Writes what a live run received, in the order it was processed, so that a replay of the file gives
+    the same signals. Required: ``record``, ``close``."""
+
+    def record(self, item: Received | NewsItem) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class SentimentModel(Protocol):

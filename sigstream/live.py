@@ -1,167 +1,248 @@
-"""The live service: sources -> engine -> sinks, with a graceful, flushing shutdown.
+"""The live driver: live sources, merged in arrival order, into the one :class:`engine.runtime.Runtime`.
 
-The same :class:`engine.pipeline.SignalEngine` that replay and backtest drive is fed here from
-live sources. News is micro-batched by :meth:`engine.batcher.MicroBatcher.submit` (time-bounded);
-on stop, sources are closed first, then every pending batch is scored and published before exit.
+It differs from replay only in its input (websockets and feeds instead of files) and in one timer:
+news that no bar follows soon is scored once it has waited ``max_wait_ms``. That changes no signal
+(the runtime applies pending news in arrival order whenever it is scored), it only bounds latency.
+With a :class:`engine.ports.Recorder`, every message and news item is written just before it is
+processed, so ``sigstream replay`` of the recording gives the signals this run printed.
+
+Gaps: a venue does not re-send what it published while a websocket was down. With a :class:`GapHealer`,
+the first message of a new connection (``Received.reconnected``) makes the driver fetch the closed bars
+after the last one it fed, per symbol, from a :class:`engine.ports.BarBackfill`, and feed (and record) them
+as venue messages before that message. A bar the websocket sends again later is not newer than the last
+one fed, so the engine drops it as stale (``bars_stale``). A failed backfill is logged and counted; the gap
+stays and the service goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from engine.batcher import MicroBatcher
-from engine.errors import InvalidInput
-from engine.events import Bar, CompositeSignal, DeadLetter, Features, NewsItem, Trade
-from engine.pipeline import SignalEngine
-from engine.ports import (
-    Clock,
-    DeadLetterSink,
-    FeatureSink,
-    FeatureStore,
-    NewsSource,
-    SentimentSink,
-    SignalSink,
-    TickSource,
-)
+from engine.events import Bar, Interval, NewsItem, Received
+from engine.ports import BarBackfill, NewsSource, Recorder, TickSource
+from engine.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+Arrival = Received | NewsItem
+
+
+async def merged_arrivals(
+    queue: asyncio.Queue[Any],
+    ticks: Sequence[TickSource],
+    news: Sequence[NewsSource],
+    stop: asyncio.Event,
+    failures: list[str] | None = None,
+) -> AsyncIterator[Arrival]:
+    """Interleave live sources in arrival order until ``stop``; sources are closed on the way out.
+
+    A source that fails is logged at once and appended to ``failures`` as ``"market: reason"`` or
+    ``"news: reason"`` (the others keep running). What arrived before the sources closed is still
+    yielded, never dropped.
+    """
+    failures = [] if failures is None else failures
+    done = object()
+
+    async def pump(kind: str, stream: AsyncIterator[Any]) -> None:
+        # The end marker is only for a source that ends or fails by itself. A pump cancelled at stop must not
+        # wait to put it: the queue may be full and nobody reads it any more.
+        try:
+            async for item in stream:
+                await queue.put(item)
+        except Exception as exc:
+            failures.append(f"{kind}: {exc}")
+            log.error("%s source stopped: %s", kind, exc)
+        await queue.put(done)
+
+    streams = [("market", t.received()) for t in ticks] + [("news", n.events()) for n in news]
+    pumps = [asyncio.create_task(pump(kind, stream)) for kind, stream in streams]
+    stopper = asyncio.create_task(stop.wait())
+    running = len(pumps)
+    try:
+        while running:
+            getter = asyncio.create_task(queue.get())
+            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stopper.done():
+                # Stop wins even with a backlog (both can finish in one turn); what is queued is drained below.
+                if not getter.done():
+                    getter.cancel()
+                elif (item := getter.result()) is not done:
+                    yield item
+                break
+            item = getter.result()
+            if item is done:
+                running -= 1
+                continue
+            yield item
+    finally:
+        for tick_source in ticks:
+            await tick_source.close()
+        for news_source in news:
+            await news_source.close()
+        for task in (*pumps, stopper):
+            task.cancel()
+        await asyncio.gather(*pumps, stopper, return_exceptions=True)  # cancelled; failures were recorded
+        while not queue.empty():
+            item = queue.get_nowait()
+            if item is not done:
+                yield item
+
 
 @dataclass(slots=True)
-class LiveSinks:
-    """Where the live service publishes."""
+class HealStats:
+    """What gap healing did: the end-of-run summary and the metrics."""
 
-    dead_letters: DeadLetterSink
-    signals: Sequence[SignalSink] = ()
-    features: Sequence[FeatureSink] = ()
-    sentiment: Sequence[SentimentSink] = ()
-    store: FeatureStore | None = None
-
-
-@dataclass(slots=True)
-class LiveStats:
-    market_events: int = 0
-    news: int = 0
-    signals: int = 0
-    dead_letters: int = 0
-    news_in_flight: int = 0
-    errors: list[str] = field(default_factory=list)
+    reconnects: int = 0  # reconnects the driver was told of
+    gaps: int = 0  # symbol backfills after a reconnect that found missed bars
+    bars: int = 0  # bars backfilled (fed and recorded)
+    failures: int = 0  # backfills that failed: a gap may remain
 
 
-class LiveService:
-    """Runs tick and news sources into the engine until stopped."""
+class GapHealer:
+    """The closed bars a reconnect made the run miss, fetched from a :class:`engine.ports.BarBackfill`.
+
+    It follows the start of the last bar fed per symbol (:meth:`note`; :meth:`seed` with a start-up warm-up).
+    :meth:`heal` asks the backfill for the closed bars after it and returns them, oldest first, as the venue
+    would have sent them (``as_received``, from the venue's adapter), so the driver feeds and records them like
+    any message. A symbol with no bar yet is healed from one interval before the first message of the run:
+    the stream owed every bar that closed after that. Never returns a bar that is not newer than the last
+    one fed, so the runtime never sees one out of order.
+
+    Args:
+        backfill: Where the bars come from (REST).
+        symbols: The symbols the run trades.
+        interval: The bar interval the engine uses.
+        as_received: ``(bar, ts_init) -> Received``: the venue message of one bar, received at ``ts_init``.
+    """
 
     def __init__(
         self,
-        engine: SignalEngine,
-        batcher: MicroBatcher,
-        sinks: LiveSinks,
-        clock: Clock,
-        *,
-        ticks: Sequence[TickSource] = (),
-        news: Sequence[NewsSource] = (),
+        backfill: BarBackfill,
+        symbols: Iterable[str],
+        interval: Interval,
+        as_received: Callable[[Bar, int], Received],
     ) -> None:
-        self.engine = engine
-        self.batcher = batcher
-        self.sinks = sinks
-        self.clock = clock
-        self.ticks = ticks
-        self.news = news
-        self.stats = LiveStats()
-        self._scoring: set[asyncio.Task[None]] = set()
+        self.backfill = backfill
+        self.symbols = tuple(symbols)
+        self.interval = interval
+        self.as_received = as_received
+        self.stats = HealStats()
+        self._last: dict[str, int] = {}
+        self._first_ts: int | None = None
 
-    async def run(self, stop: asyncio.Event) -> LiveStats:
-        """Consume until ``stop`` is set (or every source ends), then flush and return the stats."""
-        loops = [asyncio.create_task(self._market_loop(s), name="market") for s in self.ticks]
-        loops += [asyncio.create_task(self._news_loop(s), name="news") for s in self.news]
-        stopper = asyncio.create_task(stop.wait(), name="stop")
-        pending: set[asyncio.Task[Any]] = set(loops)
-        while pending and not stop.is_set():
-            done, pending = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
-            pending.discard(stopper)
-            for task in done - {stopper}:
-                if task.exception() is not None:
-                    self.stats.errors.append(f"{task.get_name()}: {task.exception()}")
-                    log.error("%s source stopped: %s", task.get_name(), task.exception())
-        await self.shutdown(loops)
-        stopper.cancel()
-        return self.stats
+    def seed(self, bars: Iterable[Bar]) -> None:
+        """Bars the engine was warmed with (not fed): healing starts after them."""
+        for bar in bars:
+            self.note(bar)
 
-    async def shutdown(self, loops: Sequence[asyncio.Task[None]]) -> None:
-        """Close sources, score everything pending, publish it, flush sinks."""
-        for source in (*self.ticks, *self.news):
-            await source.close()
-        for task in loops:
-            task.cancel()
-        # A source that already failed re-raises its error when awaited; it must not stop the flush
-        # below (pending news would be lost), so collect it as a result and record it.
-        for task, result in zip(loops, await asyncio.gather(*loops, return_exceptions=True), strict=True):
-            if isinstance(result, Exception):
-                error = f"{task.get_name()}: {result}"
-                if error not in self.stats.errors:
-                    self.stats.errors.append(error)
-                    log.error("%s source stopped: %s", task.get_name(), result)
-        await self.batcher.flush()
-        while self._scoring:
-            await asyncio.gather(*list(self._scoring), return_exceptions=True)
-        for sink in self.sinks.signals:
-            await sink.flush()
+    def note(self, bar: Bar) -> None:
+        """A bar was fed to the runtime (or warmed into the engine)."""
+        if bar.interval == self.interval and bar.symbol in self.symbols and bar.start > self._last.get(bar.symbol, -1):
+            self._last[bar.symbol] = bar.start
 
-    async def _market_loop(self, source: TickSource) -> None:
-        async for event in source.events():
-            self.stats.market_events += 1
-            try:
-                if isinstance(event, Trade):
-                    outputs = self.engine.on_trade(event)
-                elif isinstance(event, Bar):
-                    out = self.engine.on_bar(event)
-                    outputs = [out] if out else []
-                    if out and self.sinks.store is not None:
-                        await self.sinks.store.save(event, out[0])
-                else:
+    def arrived(self, ts_init: int) -> None:
+        """A message arrived (the first one fixes where the run's stream began)."""
+        if self._first_ts is None:
+            self._first_ts = ts_init
+
+    async def heal(self, ts_init: int) -> list[Received]:
+        """The bars missed before the reconnect message received at ``ts_init``, stamped with that time (they
+        are processed just before it, so a recording stays in receive-time order). The driver waits for the
+        backfill (bounded by its timeouts and retries); arrivals queue meanwhile."""
+        self.stats.reconnects += 1
+        healed: list[Received] = []
+        for symbol in self.symbols:
+            after = self._last.get(symbol)
+            if after is None:
+                if self._first_ts is None:
                     continue
-            except InvalidInput as exc:
-                await self._dead_letter(DeadLetter(exc.reason, "market", repr(event)[:2000], None, event.ts_init))
+                after = self._first_ts - self.interval.ms
+            try:
+                bars = await self.backfill.closed_bars(symbol, self.interval, after)
+            except Exception as exc:  # whatever the REST side did (down, refused, unknown symbol): go on
+                self.stats.failures += 1
+                log.warning("gap backfill of %s after a reconnect failed; %s bars starting after %s may be missing: %s",
+                            symbol, self.interval.value, _utc(after), exc)
                 continue
-            for features, signal in outputs:
-                await self._emit(features, signal)
-
-    async def _news_loop(self, source: NewsSource) -> None:
-        async for item in source.events():
-            self.stats.news += 1
-            accepted = self.engine.accept_news(item)
-            if accepted is None:
+            fresh: dict[int, Bar] = {}
+            for bar in bars:
+                if bar.symbol == symbol and bar.interval == self.interval and bar.start > after:
+                    fresh.setdefault(bar.start, bar)
+            if not fresh:
+                log.info("no %s bar of %s missed during the reconnect", self.interval.value, symbol)
                 continue
-            task = asyncio.create_task(self._score(accepted))
-            self._scoring.add(task)
-            task.add_done_callback(self._scoring.discard)
+            ordered = [fresh[start] for start in sorted(fresh)]
+            self.stats.gaps += 1
+            self.stats.bars += len(ordered)
+            log.warning("backfilled %d bars of %s after a reconnect (%s, starting %s to %s)", len(ordered), symbol,
+                        self.interval.value, _utc(ordered[0].start), _utc(ordered[-1].start))
+            healed.extend(self.as_received(bar, ts_init) for bar in ordered)
+        return healed
 
-    async def _score(self, item: NewsItem) -> None:
-        try:
-            probs = await self.batcher.submit(item.text)
-        except InvalidInput as exc:
-            await self._dead_letter(DeadLetter(exc.reason, "news", item.id, None, item.ts_init))
-            return
-        score = self.engine.sentiment(item, probs, self.clock.now_ms())
-        for sink in self.sinks.sentiment:
-            await sink.publish(score)
-        for signal in self.engine.on_sentiment(score):
-            await self._publish(signal)
 
-    async def _emit(self, features: Features, signal: CompositeSignal) -> None:
-        for sink in self.sinks.features:
-            await sink.publish(features)
-        await self._publish(signal)
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
-    async def _publish(self, signal: CompositeSignal) -> None:
-        self.stats.signals += 1
-        for sink in self.sinks.signals:
-            await sink.publish(signal)
 
-    async def _dead_letter(self, record: DeadLetter) -> None:
-        self.stats.dead_letters += 1
-        await self.sinks.dead_letters.publish(record)
+async def run_live(
+    runtime: Runtime,
+    arrivals: AsyncIterator[Arrival],
+    *,
+    max_wait_ms: int,
+    recorder: Recorder | None = None,
+    healer: GapHealer | None = None,
+) -> None:
+    """Feed ``arrivals`` to ``runtime`` until they end, then score what is pending and flush.
+
+    Pending news is scored after ``max_wait_ms`` without a new arrival, or at the next bar, whichever
+    comes first. With a ``healer``, a message flagged ``reconnected`` is preceded by the bars the
+    reconnect missed (see the module docstring).
+    """
+    next_arrival: asyncio.Task[Arrival] | None = None
+
+    async def process(message: Received) -> None:
+        if recorder is not None:
+            recorder.record(message)
+        for event in message.events:
+            await runtime.feed(event)
+            if healer is not None and isinstance(event, Bar):
+                healer.note(event)
+
+    try:
+        while True:
+            next_arrival = next_arrival or asyncio.ensure_future(anext(arrivals))
+            timeout = max_wait_ms / 1000.0 if runtime.pending else None
+            done, _ = await asyncio.wait({next_arrival}, timeout=timeout)
+            if not done:
+                await runtime.score_pending()
+                continue
+            try:
+                arrival = next_arrival.result()
+            except StopAsyncIteration:
+                break
+            finally:
+                if next_arrival.done():
+                    next_arrival = None
+            if isinstance(arrival, Received):
+                if healer is not None:
+                    healer.arrived(arrival.ts_init)
+                    if arrival.reconnected:
+                        for healed in await healer.heal(arrival.ts_init):
+                            await process(healed)
+                await process(arrival)
+            else:
+                if recorder is not None:
+                    recorder.record(arrival)
+                await runtime.feed(arrival)
+    finally:
+        if next_arrival is not None and not next_arrival.done():
+            next_arrival.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await next_arrival
+    await runtime.finish()

@@ -16,7 +16,7 @@ from engine.config import EngineSettings
 from engine.events import Interval
 from engine.pipeline import SignalEngine
 from engine.ports import SentimentModel
-from engine.replay import Replayer, ReplayReport, ReplaySinks
+from engine.runtime import Runtime, RuntimeSinks, RuntimeStats
 
 
 @dataclass(slots=True)
@@ -59,7 +59,7 @@ async def run_replay(
     *,
     symbol: str | None = None,
     progress: bool = True,
-) -> tuple[ReplayReport, DeadLetterFile]:
+) -> tuple[RuntimeStats, DeadLetterFile]:
     """Replay ``sources`` through the engine and write the requested outputs."""
     engine = SignalEngine(settings, symbols=frozenset({symbol.upper()}) if symbol else None)
     batcher = MicroBatcher(model, settings.batcher)
@@ -68,8 +68,8 @@ async def run_replay(
     signal_sinks = [JsonlSignalSink(outputs.signals)] if outputs.signals else []
     bar = tqdm(desc="replay", unit=" events", disable=not progress, mininterval=0.5)
     try:
-        replayer = Replayer(engine, batcher, ReplaySinks(dead, feature_sinks, signal_sinks), on_progress=bar.update)
-        report = await replayer.run(merge_in_time_order(sources))
+        runtime = Runtime(engine, batcher, RuntimeSinks(dead, feature_sinks, signal_sinks), on_progress=bar.update)
+        report = await runtime.run(merge_in_time_order(sources))
     finally:
         bar.close()
         for sink in (*feature_sinks, *signal_sinks):

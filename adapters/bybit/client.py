@@ -37,7 +37,7 @@ _MAX_ARGS_PER_REQUEST = 10
 class ClientStats:
     """Counters a caller or a test can read."""
 
-    connects: int = 0
+    connects: int = 0  # connections opened; the number of the current one (the source flags each new one)
     reconnects: int = 0
     pings_sent: int = 0
     pongs: int = 0
@@ -163,6 +163,9 @@ class BybitWsClient:
             try:
                 if self._topics:
                     await self._send_op("subscribe", list(self._topics))
+                if self.stats.connects > 1:
+                    log.info("bybit websocket connected again (connection %d), %d topics resubscribed",
+                             self.stats.connects, len(self._topics))
                 self._connected.set()
                 async for message in ws:
                     ts_init = self.clock.now_ms()

@@ -46,8 +46,3 @@ class FrameDecoder:
     def decode_message(self, message: str | bytes, ts_init: int) -> list[Event]:
         """Events from one raw websocket text message (malformed JSON raises InvalidInput)."""
         return self.decode(decode_message(message), ts_init)
-
-    def reset_books(self) -> None:
-        """Forget every book (after a reconnect each topic starts again from its snapshot)."""
-        for book in self.books.values():
-            book.awaiting_snapshot = True

@@ -9,7 +9,8 @@ from engine.events import Interval
 
 
 class CcxtSettings(BaseModel):
-    """Which exchange ccxt talks to, where, and how much history warms the features at start-up."""
+    """Which exchange ccxt talks to, where, how much history warms the features at start-up, and whether the
+    bars a reconnect missed are fetched too."""
 
     exchange: str = Field("bybit", description="ccxt exchange id (the async client is used).")
     rest_url: str | None = Field(
@@ -23,3 +24,8 @@ class CcxtSettings(BaseModel):
     )
     timeout_ms: int = Field(10_000, ge=100, description="ccxt HTTP timeout per request.")
     attempts: int = Field(3, ge=1, description="Tries per request on network errors.")
+    heal_gaps: bool = Field(
+        True,
+        description="After a websocket reconnect, `run` fetches the closed bars it missed over REST (independent "
+        "of `limit`/`--backfill`, which only size the start-up warm-up).",
+    )

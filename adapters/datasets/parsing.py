@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.errors import InvalidInput
-from engine.events import SENTIMENT_LABELS
 
 # Every vocabulary we accept, mapped explicitly onto the engine's (bearish, neutral, bullish) order.
 LABEL_NAMES: dict[str, int] = {
@@ -53,12 +52,6 @@ class LabelledSet:
     @property
     def labels(self) -> list[int]:
         return [e.label for e in self.examples]
-
-    def class_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(SENTIMENT_LABELS, 0)
-        for e in self.examples:
-            counts[SENTIMENT_LABELS[e.label]] += 1
-        return counts
 
 
 def parse_label(raw: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -21,13 +22,37 @@ def open_text(path: Path, mode: str = "r", encoding: str = "utf-8") -> IO[str]:
     return path.open(mode, encoding=encoding, newline="")
 
 
+class TruncatedFile(InvalidInput):
+    """A gzip file that ends without its end marker: every line before the cut was read."""
+
+    def __init__(self, reason: str, last_line: int) -> None:
+        super().__init__(reason)
+        self.last_line = last_line
+
+
 def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without newline), skipping blank lines."""
+    """(1-based line number, line without newline), skipping blank lines.
+
+    Raises:
+        TruncatedFile: after the last readable line of a gzip file that was never closed (a killed writer).
+        InvalidInput: the file is not readable gzip, or not UTF-8.
+    """
+    number = 0
     with open_text(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            stripped = line.rstrip("\r\n")
-            if stripped.strip():
-                yield number, stripped
+        try:
+            for number, line in enumerate(handle, start=1):
+                stripped = line.rstrip("\r\n")
+                if stripped.strip():
+                    yield number, stripped
+        except EOFError:
+            raise TruncatedFile(
+                f"{path} ends mid-stream after line {number}: a gzip file without its end marker (its writer was "
+                "stopped before closing it); every line before the cut was read", number
+            ) from None
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            raise InvalidInput(f"{path} is not a readable gzip file: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"{path} line {number + 1} is not UTF-8 text: {exc}") from None
 
 
 def open_binary_writer(path: Path) -> IO[bytes]:

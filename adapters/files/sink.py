@@ -1,15 +1,20 @@
-"""JSONL sinks for features, signals, sentiment and dead letters, and the recording writer."""
+"""JSONL sinks for features, signals (file and stdout), sentiment and dead letters, and the recording writer."""
 
 from __future__ import annotations
 
+import gzip
 import re
+import sys
+import zlib
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Self
+
+import orjson
 
 from adapters.files.client import open_binary_writer
 from adapters.files.parsing import news_record
-from engine.events import CompositeSignal, DeadLetter, Features, NewsItem, SentimentScore
+from engine.events import CompositeSignal, DeadLetter, Features, NewsItem, Received
 from engine.serialization import dumps_line, features_record, signal_record
 
 
@@ -23,13 +28,24 @@ class _JsonlWriter:
         self._handle.write(dumps_line(record))
         self.count += 1
 
+    def sync(self) -> None:
+        """Hand everything written so far to the OS, so a killed process leaves whole lines behind.
+
+        For gzip, a sync flush ends the compressed block: a reader decompresses every line up to here even
+        though the file never gets gzip's end marker.
+        """
+        if isinstance(self._handle, gzip.GzipFile):
+            self._handle.flush(zlib.Z_SYNC_FLUSH)
+        else:
+            self._handle.flush()
+
     async def flush(self) -> None:
         self._handle.flush()
 
     def close(self) -> None:
         self._handle.close()
 
-    def __enter__(self) -> _JsonlWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -44,21 +60,27 @@ class JsonlFeatureSink(_JsonlWriter):
 
 
 class JsonlSignalSink(_JsonlWriter):
-    """``--signals-out``: one line per composite signal."""
+    """``--signals-out``: one line per composite signal, the v1 :func:`~engine.serialization.signal_record`."""
 
     async def publish(self, signal: CompositeSignal) -> None:
         self.write(signal_record(signal))
 
 
-class JsonlSentimentSink(_JsonlWriter):
-    """Per-news sentiment scores."""
+class StdoutSignalSink:
+    """Signals as JSON lines (the v1 :func:`~engine.serialization.signal_record`) on stdout, flushed per line,
+    for piping into other tools. ``stream`` (a binary stream) replaces stdout, for tests."""
 
-    async def publish(self, score: SentimentScore) -> None:
-        self.write({
-            "news_id": score.news_id, "symbols": list(score.symbols), "ts_event": score.ts_event,
-            "ts_init": score.ts_init, "label": score.label, "confidence": score.confidence,
-            "bearish": score.bearish, "neutral": score.neutral, "bullish": score.bullish,
-        })
+    def __init__(self, stream: IO[bytes] | None = None) -> None:
+        self._out: IO[bytes] = stream if stream is not None else sys.stdout.buffer
+        self.count = 0
+
+    async def publish(self, signal: CompositeSignal) -> None:
+        self._out.write(dumps_line(signal_record(signal)))
+        self._out.flush()
+        self.count += 1
+
+    async def flush(self) -> None:
+        self._out.flush()
 
 
 class DeadLetterFile:
@@ -93,10 +115,26 @@ class DeadLetterFile:
 
 
 class RecordingWriter:
-    """Writes a recording (see :mod:`adapters.files.parsing`); ``.gz`` names are compressed."""
+    """Writes a recording (see :mod:`adapters.files.parsing`); ``.gz`` names are compressed.
+
+    Implements :class:`engine.ports.Recorder` for ``sigstream run --record``: :meth:`record` syncs each
+    line to the OS as it is written, so a killed process leaves a file that replays up to its last line.
+    """
 
     def __init__(self, path: Path) -> None:
         self._writer = _JsonlWriter(path)
+
+    def record(self, item: Received | NewsItem) -> None:
+        """One live arrival: a venue message as received (its raw text parsed back to the frame), or news."""
+        if isinstance(item, NewsItem):
+            self.write_news(item)
+        else:
+            try:
+                frame: object = orjson.loads(item.raw)
+            except orjson.JSONDecodeError:
+                frame = item.raw  # kept as text: the replay dead-letters it, as the live source did
+            self._writer.write({"ts_init": item.ts_init, "source": item.source, "data": frame})
+        self._writer.sync()
 
     def write_frame(self, frame: dict[str, Any], ts_init: int) -> None:
         self._writer.write({"ts_init": ts_init, "source": "bybit", "data": frame})

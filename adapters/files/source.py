@@ -16,12 +16,12 @@ import orjson
 from adapters.bybit.decoder import FrameDecoder
 from adapters.bybit.frames import to_epoch_ms
 from adapters.bybit.parsing import parse_interval
-from adapters.files.client import numbered_lines, open_text
+from adapters.files.client import TruncatedFile, numbered_lines, open_text
 from adapters.files.config import FilesSettings
 from adapters.files.parsing import bar_from_kline_row, news_from_csv_row, parse_recording_line
 from engine.errors import InvalidInput
 from engine.events import Bar, DeadLetter, Event, Interval, NewsItem
-from engine.replay import ReplayItem
+from engine.runtime import RuntimeItem
 
 _INTERVAL_BY_MS = {i.ms: i for i in Interval}
 _SYMBOL_FROM_NAME = re.compile(r"^([A-Za-z0-9]+?)(?:_|-|\.|$)")
@@ -32,7 +32,7 @@ class FileSource:
 
     path: Path
 
-    def items(self) -> Iterator[ReplayItem]:  # pragma: no cover - abstract
+    def items(self) -> Iterator[RuntimeItem]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     async def events(self) -> AsyncIterator[Event]:
@@ -61,30 +61,37 @@ class RecordingSource(FileSource):
     def interval(self) -> Interval | None:
         """The interval of the first ``kline.{i}.{S}`` frame in the first 10,000 lines, if any (so a replay
         of a 5m recording does not default to 1m and use no bar)."""
-        for number, line in numbered_lines(self.path):
-            if number > 10_000:
-                break
-            match = _KLINE_TOPIC.search(line)
-            if match:
-                try:
-                    return parse_interval(match.group(1))
-                except InvalidInput:
-                    return None
+        try:
+            for number, line in numbered_lines(self.path):
+                if number > 10_000:
+                    break
+                match = _KLINE_TOPIC.search(line)
+                if match:
+                    try:
+                        return parse_interval(match.group(1))
+                    except InvalidInput:
+                        return None
+        except TruncatedFile:
+            return None  # items() reports the cut
         return None
 
-    def items(self) -> Iterator[ReplayItem]:
+    def items(self) -> Iterator[RuntimeItem]:
         last_ts = 0
         decoder = FrameDecoder()
-        for number, line in numbered_lines(self.path):
-            try:
-                parsed = parse_recording_line(line, decoder)
-            except InvalidInput as exc:
-                # The line's own receive time when it still has one, so the dead letter sorts where it was.
-                yield self._dead(exc, line, number, _line_ts_init(line, last_ts))
-                continue
-            for item in parsed:
-                last_ts = item.ts_init
-                yield item  # type: ignore[misc]  # decoder yields market events and news only
+        try:
+            for number, line in numbered_lines(self.path):
+                try:
+                    parsed = parse_recording_line(line, decoder)
+                except InvalidInput as exc:
+                    # The line's own receive time when it still has one, so the dead letter sorts where it was.
+                    yield self._dead(exc, line, number, _line_ts_init(line, last_ts))
+                    continue
+                for item in parsed:
+                    last_ts = item.ts_init
+                    yield item  # type: ignore[misc]  # decoder yields market events and news only
+        except TruncatedFile as cut:
+            # A recording whose writer was killed: replay what is there, and say where it was cut.
+            yield self._dead(cut, "", cut.last_line + 1, last_ts)
 
 
 class KlineCsvSource(FileSource):
@@ -106,7 +113,7 @@ class KlineCsvSource(FileSource):
                     f"pass --interval {own.value}"
                 )
 
-    def items(self) -> Iterator[ReplayItem]:
+    def items(self) -> Iterator[RuntimeItem]:
         last_start: int | None = None
         with open_text(self.path) as handle:
             reader = csv.DictReader(handle)
@@ -137,7 +144,7 @@ class NewsCsvSource(FileSource):
         self.path = path
         self.settings = settings or FilesSettings()
 
-    def items(self) -> Iterator[ReplayItem]:
+    def items(self) -> Iterator[RuntimeItem]:
         news: list[NewsItem] = []
         dead: list[DeadLetter] = []
         with open_text(self.path) as handle:
@@ -242,9 +249,9 @@ def detect_source(
     raise InvalidInput(f"{path}: unsupported input (expected .jsonl[.gz] recording or .csv)")
 
 
-def merge_in_time_order(sources: Iterable[FileSource]) -> Iterator[ReplayItem]:
+def merge_in_time_order(sources: Iterable[FileSource]) -> Iterator[RuntimeItem]:
     """Merge sources by receive time (ts_init); ties keep the order the sources were given in."""
-    def keyed(index: int, source: FileSource) -> Iterator[tuple[int, int, int, ReplayItem]]:
+    def keyed(index: int, source: FileSource) -> Iterator[tuple[int, int, int, RuntimeItem]]:
         # A function, not a nested generator expression: each stream must keep its own index.
         for seq, item in enumerate(source.items()):
             yield item.ts_init, index, seq, item

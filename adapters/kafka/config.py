@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+
+def default_cache_dir() -> Path:
+    """``$SIGSTREAM_CACHE``, else ``$XDG_CACHE_HOME/sigstream``, else ``~/.cache/sigstream``."""
+    if os.environ.get("SIGSTREAM_CACHE"):
+        return Path(os.environ["SIGSTREAM_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sigstream"
 
 
 class TopicNames(BaseModel):
@@ -16,6 +25,9 @@ class TopicNames(BaseModel):
     sentiment: str = Field("sentiment.scores", description="Per-news sentiment scores, keyed by news id.")
     signals: str = Field("signals.composite", description="Composite signals, keyed by symbol.")
     deadletter: str = Field("deadletter", description="Records that could not be processed, with the reason.")
+    state: str = Field(
+        "", description="Compacted topic of the workers' partition snapshots; empty: '<app_id>.state'."
+    )
 
     def all(self) -> tuple[str, ...]:
         return (
@@ -41,14 +53,33 @@ class KafkaSettings(BaseModel):
     )
     idempotent_producer: bool = Field(True, description="Producer retries never write duplicates (acks=all).")
     commit_interval_s: float = Field(1.0, gt=0, description="How often processed offsets are committed.")
-    news_max_batch: int = Field(64, ge=1, description="News items the news agent takes per model batch.")
-    stream_buffer: int = Field(65_536, ge=16, description="Records faust buffers per stream before pausing.")
-    order_wait_timeout_s: float = Field(
-        10.0, gt=0, description="Longest a market record waits for the news stamped before it."
+    snapshots: bool = Field(
+        True, description="Snapshot each partition's engine state every second, so a restart continues exactly."
     )
+    stream_buffer: int = Field(65_536, ge=16, description="Records faust buffers per stream before pausing.")
     linger_ms: int = Field(5, ge=0, description="Producer linger: small batches, low latency.")
+    session_timeout_s: float = Field(
+        10.0, gt=0, description="A worker silent this long (killed, hung) loses its partitions to the others."
+    )
+    heartbeat_interval_s: float = Field(3.0, gt=0, description="How often a worker tells the group it is alive.")
+    stop_timeout_s: float = Field(
+        25.0, gt=0, description="Longest a stop may take (e.g. an unreachable broker); then the worker exits 1."
+    )
     request_timeout_ms: int = Field(30_000, ge=1000, description="Producer/consumer request timeout.")
-    data_dir: str = Field(".cache/faust", description="faust's local data folder (tables are in memory).")
+    data_dir: Path = Field(
+        default_factory=lambda: default_cache_dir() / "faust",
+        description="faust's local data folder (tables are in memory); made absolute and created at start.",
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        # faust resolves a relative folder against the working directory and never creates its parent.
+        return path.expanduser().resolve()
+
+    def state_topic(self) -> str:
+        """Snapshots belong to one consumer group: by default the topic is named after the app id."""
+        return self.topics.state or f"{self.app_id}.state"
 
     def broker_url(self) -> str:
         """faust's broker URL form: ``kafka://host:port;host:port``."""

@@ -1,6 +1,6 @@
 """Backtesting composite signals: a simulated broker driven by the same engine as live and replay.
 
-:func:`run_backtest` replays prices and news through :class:`engine.replay.Replayer`; the
+:func:`run_backtest` replays prices and news through :class:`engine.runtime.Runtime`; the
 :class:`Backtester` records each bar-close decision and fills it at the next bar's open.
 """
 

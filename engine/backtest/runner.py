@@ -1,8 +1,8 @@
 """Drive the engine over recorded prices and news and trade its bar-close decisions.
 
 There is no backtest-only signal logic: :func:`run_backtest` feeds the input to the same
-:class:`engine.replay.Replayer` that ``sigstream replay`` uses, and the :class:`Backtester`
-listens on the replayer's decision sink. Each bar reaches the backtester just before the engine
+:class:`engine.runtime.Runtime` that replay, ``sigstream run`` and the worker use, and the
+:class:`Backtester` listens on the runtime's decision sink. Each bar reaches the backtester just before the engine
 sees it, so the order of work for bar ``t`` is: fill the decision of bar ``t-1`` at ``t``'s open,
 mark equity at ``t``'s close, then receive the engine's decision for ``t`` (made from news
 published strictly before ``t``'s close). Nothing from bar ``t+1`` exists yet when ``t`` is decided.
@@ -23,7 +23,7 @@ from engine.errors import FatalError, InvalidInput
 from engine.events import Bar, CompositeSignal, DeadLetter, Interval, NewsItem, Signal, Trade
 from engine.pipeline import SignalEngine
 from engine.ports import DeadLetterSink
-from engine.replay import Replayer, ReplayItem, ReplayReport, ReplaySinks
+from engine.runtime import Runtime, RuntimeItem, RuntimeSinks, RuntimeStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,7 @@ class _CountingDeadLetters:
 class Backtester:
     """Trades one symbol's bar-close decisions on a :class:`SimulatedBroker`.
 
-    It is the replayer's decision sink (``publish``/``flush``), and :meth:`observe` wraps the input
+    It is the runtime's decision sink (``publish``/``flush``), and :meth:`observe` wraps the input
     stream to see each bar first. ``start_ms``/``end_ms`` bound the traded period; earlier bars and
     news still reach the engine, so its state at ``start_ms`` is what a live engine would have had.
     """
@@ -122,8 +122,8 @@ class Backtester:
         self._benchmark_units = 0.0
 
     # -- the input stream --------------------------------------------------------------------
-    def observe(self, items: Iterable[ReplayItem], news_horizon_ms: int | None = None) -> Iterator[ReplayItem]:
-        """Pass ``items`` on to the replayer, seeing this symbol's bars before the engine does.
+    def observe(self, items: Iterable[RuntimeItem], news_horizon_ms: int | None = None) -> Iterator[RuntimeItem]:
+        """Pass ``items`` on to the runtime, seeing this symbol's bars before the engine does.
 
         Out-of-order and duplicate bars become dead letters here, so neither the engine nor the
         account ever sees them. News older than ``news_horizon_ms`` before the start cannot count
@@ -221,7 +221,7 @@ class Backtester:
         return None
 
     # -- the result --------------------------------------------------------------------------
-    def result(self, replay: ReplayReport, threshold: float) -> BacktestResult:
+    def result(self, replay: RuntimeStats, threshold: float) -> BacktestResult:
         """Everything the run produced; :class:`InvalidInput` when there was nothing to trade on."""
         if len(self.points) < 2:
             raise InvalidInput(self._why_no_bars(replay))
@@ -247,7 +247,7 @@ class Backtester:
             replay=replay,
         )
 
-    def _why_no_bars(self, replay: ReplayReport) -> str:
+    def _why_no_bars(self, replay: RuntimeStats) -> str:
         found = f"found {len(self.points)} {self.interval.value} bar(s) of {self.symbol}"
         if self.start_ms is not None or self.end_ms is not None:
             found += f" between {self.start_ms} and {self.end_ms} (epoch ms)"
@@ -278,7 +278,7 @@ class BacktestResult:
     traded_notional: float
     unfilled_at_end: bool
     quality: DataQuality
-    replay: ReplayReport
+    replay: RuntimeStats
 
     @property
     def final_equity(self) -> float:
@@ -375,7 +375,7 @@ class BacktestResult:
 
 
 async def run_backtest(
-    items: Iterable[ReplayItem],
+    items: Iterable[RuntimeItem],
     engine: SignalEngine,
     batcher: MicroBatcher,
     settings: BacktestSettings,
@@ -389,7 +389,7 @@ async def run_backtest(
     """Replay time-ordered ``items`` through ``engine`` and trade its decisions for ``symbol``."""
     backtester = Backtester(symbol, engine.interval, settings, start_ms=start_ms, end_ms=end_ms)
     counted = _CountingDeadLetters(dead_letters, backtester.quality)
-    replayer = Replayer(engine, batcher, ReplaySinks(counted, decisions=[backtester]), on_progress=on_progress)
+    runtime = Runtime(engine, batcher, RuntimeSinks(counted, decisions=[backtester]), on_progress=on_progress)
     window_ms = engine.settings.aggregator.window_ms
-    report = await replayer.run(backtester.observe(items, news_horizon_ms=window_ms))
+    report = await runtime.run(backtester.observe(items, news_horizon_ms=window_ms))
     return backtester.result(report, engine.settings.aggregator.threshold)

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from adapters.files.sink import DeadLetterFile, JsonlSignalSink
+from adapters.files.sink import DeadLetterFile, JsonlSignalSink, RecordingWriter, StdoutSignalSink
 from adapters.inprocess.client import InProcessBus
 from adapters.inprocess.sink import BusSignalSink
 from adapters.inprocess.store import InMemoryFeatureStore
@@ -19,9 +19,10 @@ from adapters.system.clock import WallClock
 from engine.batcher import MicroBatcher
 from engine.config import parse_symbol_list
 from engine.errors import FatalError, InvalidInput, TransientError
-from engine.events import Interval
+from engine.events import Bar, Interval
 from engine.pipeline import SignalEngine
-from sigstream.live import LiveService, LiveSinks
+from engine.runtime import Runtime, RuntimeSinks
+from sigstream.live import GapHealer, merged_arrivals, run_live
 from sigstream.settings import Settings, load_settings, validated
 
 console = Console(stderr=True)
@@ -48,15 +49,23 @@ def run(
     backfill: int | None = typer.Option(
         None, "--backfill", min=0, max=999,
         help="Closed bars fetched over REST (ccxt) to warm the features before streaming; 0 skips "
-        "[default: SIGSTREAM_CCXT__LIMIT, else 200].",
+        "[default: SIGSTREAM_CCXT__LIMIT, else 200]. It does not turn off healing the gap a websocket reconnect "
+        "leaves (the missed bars, fetched over REST): SIGSTREAM_CCXT__HEAL_GAPS=false does.",
     ),
-    rest_url: str | None = typer.Option(None, "--rest-url", help="REST base URL for the backfill (default: Bybit)."),
+    rest_url: str | None = typer.Option(
+        None, "--rest-url", help="REST base URL for the backfill and the gap healing (default: Bybit)."
+    ),
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics on this port."),
+    record: Path | None = typer.Option(
+        None, "--record", help="Write every raw Bybit frame and news item received, with its receive time, to this "
+        "recording (.jsonl or .jsonl.gz); `sigstream replay` of it prints the same signals.",
+    ),
 ) -> None:
     """Stream live ticks (Bybit v5 websocket) and news (RSS/Atom) into the engine and emit signals.
 
     Signals are printed as JSON lines on stdout. Ctrl-C or SIGTERM flushes the pending news batch,
-    publishes what it produced, and exits.
+    publishes what it produced, and exits. After a websocket reconnect the closed bars missed meanwhile are
+    fetched over REST and processed (and recorded) before the stream goes on; a failed fetch is a warning.
     """
     chosen = [s.strip() for s in sources.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in KNOWN_SOURCES]
@@ -64,9 +73,11 @@ def run(
         raise InvalidInput(f"unknown source(s) {unknown or chosen}; choose from {', '.join(KNOWN_SOURCES)}")
     if feeds and "rss" not in chosen:
         raise InvalidInput("--feed is only used with --sources rss")
-    if kafka and (redis or signals_out or dead_letters_out or metrics_port):
+    if kafka and (redis or signals_out or dead_letters_out or metrics_port or record):
         raise InvalidInput("--kafka only publishes raw ticks and news (the workers compute signals): "
-                           "--redis, --signals-out, --dead-letters-out and --metrics-port do not apply")
+                           "--redis, --signals-out, --dead-letters-out, --metrics-port and --record do not apply")
+    if record is not None and not record.name.endswith((".jsonl", ".jsonl.gz")):
+        raise InvalidInput(f"--record {record}: a recording is named .jsonl or .jsonl.gz")
     settings = run_settings(
         load_settings(), chosen, symbols=symbols, interval=interval, feeds=feeds, bybit_url=bybit_url,
         backfill=backfill, rest_url=rest_url, metrics_port=metrics_port,
@@ -75,7 +86,7 @@ def run(
         _run_ingest(settings, chosen, kafka, duration)
         return
     backfilling = backfill != 0 and "bybit" in chosen
-    asyncio.run(_run_embedded(settings, chosen, redis, signals_out, dead_letters_out, duration, backfilling))
+    asyncio.run(_run_embedded(settings, chosen, redis, signals_out, dead_letters_out, duration, backfilling, record))
 
 
 def run_settings(
@@ -112,8 +123,8 @@ def run_settings(
 
 
 async def _run_embedded(
-    settings: Settings, chosen: list[str], redis: str | None,
-    signals_out: Path | None, dead_letters_out: Path | None, duration: float | None, backfill: bool,
+    settings: Settings, chosen: list[str], redis: str | None, signals_out: Path | None,
+    dead_letters_out: Path | None, duration: float | None, backfill: bool, record: Path | None,
 ) -> None:
     from adapters.model import load_sentiment_model
 
@@ -130,46 +141,86 @@ async def _run_embedded(
         store = ResilientFeatureStore(RedisFeatureStore(settings.redis.model_copy(update={"url": redis})))
         for symbol, bars in (await store.warm_up(settings.bybit.symbols)).items():
             engine.warm(symbol, bars)
-    signal_sinks: list[Any] = [BusSignalSink(bus), _StdoutSignalSink()]
-    if signals_out:
-        signal_sinks.append(JsonlSignalSink(signals_out))
-    if backfill and "bybit" in chosen:
-        await _backfill(settings, engine, dead)
+    signal_sinks: list[Any] = [BusSignalSink(bus), StdoutSignalSink()]
+    jsonl = JsonlSignalSink(signals_out) if signals_out else None
+    if jsonl is not None:
+        signal_sinks.append(jsonl)
+    warmed = await _backfill(settings, engine, dead) if backfill and "bybit" in chosen else []
+    healer, rest = _gap_healer(settings, chosen, dead)
+    if healer is not None:
+        healer.seed(warmed)
     ticks, news = _sources(settings, chosen, dead, clock)
-    service = LiveService(engine, batcher, LiveSinks(dead, signal_sinks, store=store), clock, ticks=ticks, news=news)
-    serve_metrics(settings.metrics, {"engine": lambda: engine.stats, "batcher": lambda: batcher.stats,
-                                     "service": lambda: service.stats})
+    runtime = Runtime(engine, batcher, RuntimeSinks(dead, signals=signal_sinks, store=store))
+    groups: dict[str, Any] = {"engine": lambda: engine.stats, "batcher": lambda: batcher.stats,
+                              "service": lambda: runtime.stats}
+    if healer is not None:
+        groups["gaps"] = lambda: healer.stats
+    serve_metrics(settings.metrics, groups)
     stop = _stop_event(duration)
     console.print(f"[green]sigstream run[/green]: {', '.join(chosen)} for {', '.join(settings.bybit.symbols)}; "
                   "Ctrl-C to stop")
-    stats = await service.run(stop)
-    if hasattr(store, "close"):
-        await store.close()
-    dead.close()
-    for sink in signal_sinks:
-        if hasattr(sink, "close"):
-            sink.close()
+    recorder = RecordingWriter(record) if record is not None else None
+    failures: list[str] = []
+    try:
+        arrivals = merged_arrivals(asyncio.Queue(settings.bybit.queue_size), ticks, news, stop, failures)
+        await run_live(runtime, arrivals, max_wait_ms=settings.engine.batcher.max_wait_ms, recorder=recorder,
+                       healer=healer)
+    finally:
+        if rest is not None:
+            await rest.close()
+        if recorder is not None:
+            recorder.close()
+        if hasattr(store, "close"):
+            await store.close()
+        dead.close()
+        if jsonl is not None:
+            jsonl.close()
+    stats = runtime.stats
+    # Sources dead-letter bad frames themselves: the sink's count is the run's count.
+    healed = ""
+    if healer is not None and healer.stats.reconnects:
+        h = healer.stats
+        healed = (f"; {h.reconnects} reconnects: backfilled {h.bars} missed bars in {h.gaps} gaps, {h.failures} "
+                  f"backfills failed, {stats.engine.bars_stale} re-sent bars dropped")
     console.print(f"stopped: {stats.market_events} market events, {stats.news} news, {stats.signals} signals, "
-                  f"{stats.dead_letters} dead letters")
-    if stats.errors:
+                  f"{dead.count} dead letters" + healed
+                  + (f"; recorded {recorder.count} lines to {record}" if recorder else ""))
+    if failures:
         # Everything pending was flushed above; the exit status still says a source gave up.
-        raise FatalError(f"source(s) failed: {'; '.join(stats.errors)}")
+        raise FatalError(f"source(s) failed: {'; '.join(failures)}")
 
 
-async def _backfill(settings: Settings, engine: SignalEngine, dead: Any) -> None:
-    """Warm each symbol's features from recent REST bars; a failure leaves the engine cold, loudly."""
+async def _backfill(settings: Settings, engine: SignalEngine, dead: Any) -> list[Bar]:
+    """Warm each symbol's features from recent REST bars (returned); a failure leaves the engine cold, loudly."""
     from adapters.ccxt.source import CcxtBackfillSource
 
     source = CcxtBackfillSource(settings.ccxt, dead)
+    warmed: list[Bar] = []
     try:
         for symbol in settings.ccxt.symbols:
             bars = await source.backfill(symbol)
             engine.warm(symbol, bars)
+            warmed += bars
             console.print(f"backfilled {len(bars)} {settings.ccxt.interval} bars of {symbol}")
     except TransientError as exc:
         console.print(f"[yellow]backfill failed, starting with cold features: {exc}[/yellow]")
     finally:
         await source.close()
+    return warmed
+
+
+def _gap_healer(settings: Settings, chosen: list[str], dead: Any) -> tuple[GapHealer | None, Any]:
+    """The REST backfill of the bars a Bybit reconnect missed (``SIGSTREAM_CCXT__HEAL_GAPS``), and the source to
+    close at the end; none without Bybit klines feeding the engine's bars."""
+    if not (settings.ccxt.heal_gaps and "bybit" in chosen and settings.bybit.klines
+            and settings.engine.bars_from == "klines"):
+        return None, None
+    from adapters.bybit.source import kline_received
+    from adapters.ccxt.source import CcxtBackfillSource
+
+    rest = CcxtBackfillSource(settings.ccxt, dead)
+    rest.prepare()  # the heavy ccxt import now, not inside a reconnect
+    return GapHealer(rest, settings.bybit.symbols, settings.bybit.interval, kline_received), rest
 
 
 def _stop_event(duration: float | None) -> asyncio.Event:
@@ -204,38 +255,20 @@ def _run_ingest(settings: Settings, chosen: list[str], kafka: str, duration: flo
 
 
 async def _ingest(settings: Settings, chosen: list[str], duration: float | None) -> None:
-    from sigstream.ingest import QueueDeadLetters, merged_live_events, publish_items
+    from sigstream.ingest import QueueDeadLetters, live_items, publish_items
 
     queue: asyncio.Queue[Any] = asyncio.Queue(10_000)
     ticks, news = _sources(settings, chosen, QueueDeadLetters(queue), WallClock())
     stop = _stop_event(duration)
     console.print(f"[green]sigstream run[/green]: {', '.join(chosen)} -> Kafka {settings.kafka.bootstrap}; "
                   "Ctrl-C to stop")
-    failures: list[Exception] = []
-    report = await publish_items(merged_live_events(queue, ticks, news, stop, failures), settings.kafka, None)
+    failures: list[str] = []
+    arrivals = merged_arrivals(queue, ticks, news, stop, failures)
+    report = await publish_items(live_items(arrivals), settings.kafka, None)
     console.print(f"published {report.market} market records, {report.news} news, "
                   f"{report.dead_letters} dead letters")
     if failures:
-        raise FatalError(f"source(s) failed: {'; '.join(map(str, failures))}")
-
-
-class _StdoutSignalSink:
-    """Signals as JSON lines on stdout, for piping into other tools."""
-
-    def __init__(self) -> None:
-        import sys
-
-        from engine.serialization import dumps_line, signal_record
-
-        self._out = sys.stdout.buffer
-        self._line = lambda s: dumps_line(signal_record(s))
-
-    async def publish(self, signal: Any) -> None:
-        self._out.write(self._line(signal))
-        self._out.flush()
-
-    async def flush(self) -> None:
-        self._out.flush()
+        raise FatalError(f"source(s) failed: {'; '.join(failures)}")
 
 
 def register(app: typer.Typer) -> None:

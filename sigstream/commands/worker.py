@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
+import threading
 from typing import Any
 
 import typer
@@ -17,9 +19,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.kafka.config import KafkaSettings
 from adapters.model.config import ModelSettings
+from adapters.prometheus.config import MetricsSettings
 from adapters.redis.config import RedisSettings
 from engine.config import EngineSettings
 from engine.errors import FatalError, InvalidInput
+from engine.events import Interval
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,7 @@ class WorkerSettings(BaseSettings):
     redis: RedisSettings | None = Field(None, description="Feature cache; None keeps features in process.")
     engine: EngineSettings = Field(default_factory=EngineSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
 
 def _with_real_partition_count(kafka: KafkaSettings) -> KafkaSettings:
@@ -74,10 +79,9 @@ def load_model(spec: str, model_settings: ModelSettings | None = None) -> Any:
 
 
 def build_app(settings: WorkerSettings, model: Any) -> Any:
-    """The faust app wired to the engine, the micro-batcher and (optionally) Redis."""
+    """The faust app wired to the runtime, the micro-batcher and (optionally) Redis."""
     from adapters.kafka.app import StreamProcessor, create_app
     from engine.batcher import MicroBatcher
-    from engine.pipeline import SignalEngine
 
     redis_settings = settings.redis
     warm: dict[str, list[Any]] = {}
@@ -85,40 +89,68 @@ def build_app(settings: WorkerSettings, model: Any) -> Any:
         warm = asyncio.run(_warm_up(redis_settings))
 
     stores: list[Any] = []
+    state = None
+    if settings.kafka.snapshots:
+        from adapters.kafka.store import KafkaStateStore
 
-    def factory(send: Any, committed_news_offset: Any) -> StreamProcessor:
+        state = KafkaStateStore(settings.kafka)
+
+    def factory(send: Any, start_offset: Any) -> StreamProcessor:
+        batcher = MicroBatcher(model, settings.engine.batcher)
         store = None
         if redis_settings is not None:
             from adapters.redis.store import RedisFeatureStore, ResilientFeatureStore
 
             store = ResilientFeatureStore(RedisFeatureStore(redis_settings))
             stores.append(store)
-        engine = SignalEngine(settings.engine)
-        for symbol, bars in warm.items():
-            engine.warm(symbol, bars)
-        return StreamProcessor(
-            engine,
-            MicroBatcher(model, settings.engine.batcher),
+        processor = StreamProcessor(
+            settings.engine,
+            batcher,
             send,
             settings.kafka,
             store=store,
-            committed_news_offset=committed_news_offset,
+            start_offset=start_offset,
+            state=state,
+            warm=warm,
         )
+        _serve_worker_metrics(settings.metrics, processor, batcher)
+        return processor
 
     async def stopping(processor: StreamProcessor) -> None:
         for store in stores:
             await store.close()
+        if state is not None:
+            await state.close()
         stats = processor.stats
+        runtime = processor.runtime_stats()
+        engine = runtime.engine
         log.info(
-            "worker stopping: %d market records, %d news, %d signals, %d dead letters, ordering %s",
-            stats.market_records,
-            stats.news_records,
-            stats.signals,
-            stats.dead_letters,
-            processor.sequencer.stats,
+            "worker stopping: %d market records, %d news records, %d bars, %d news scored, %d signals, "
+            "%d dead letters, %d bars of another interval than %s, %d stale bars, %d duplicate news, "
+            "%d news about no owned symbol, %d records still waiting for their turn (re-read by the next worker), "
+            "%d snapshots written, %d restored, %d re-delivered records already in a restored snapshot",
+            stats.market_records, stats.news_records, engine.bars, engine.sentiment_scores, runtime.signals,
+            stats.dead_letters, engine.bars_other_interval, settings.engine.interval.value, engine.bars_stale,
+            engine.news_duplicate, engine.news_unmapped, processor.held, stats.snapshots, stats.snapshots_restored,
+            stats.records_in_snapshot,
         )
 
     return create_app(settings.kafka, factory, on_stopping=stopping)
+
+
+def _serve_worker_metrics(settings: MetricsSettings, processor: Any, batcher: Any) -> None:
+    """``/metrics`` on ``settings.port`` (when set): the worker's, its runtimes', the engines' and the batcher's
+    counters, read at scrape time."""
+    from adapters.prometheus.sink import serve_metrics
+
+    serve_metrics(settings, {
+        "worker": lambda: processor.stats,
+        "runtime": processor.runtime_stats,
+        "engine": lambda: processor.runtime_stats().engine,
+        "batcher": lambda: batcher.stats,
+    })
+    if settings.port:
+        log.info("metrics on http://%s:%d/metrics", settings.host, settings.port)
 
 
 async def _warm_up(settings: RedisSettings) -> dict[str, list[Any]]:
@@ -131,6 +163,35 @@ async def _warm_up(settings: RedisSettings) -> dict[str, list[Any]]:
         await store.close()
     log.info("warmed %d symbols from redis", len(bars))
     return bars
+
+
+def _bounded_stop_worker(worker_class: Any, kafka: KafkaSettings) -> Any:
+    """faust's Worker, with a stop that cannot hang: with the broker gone, faust retries its last commit and
+    the producer flush forever. After ``stop_timeout_s`` the worker says what it could not commit and exits 1;
+    nothing is lost, because everything uncommitted is read again by the next worker."""
+
+    class BoundedStopWorker(worker_class):  # type: ignore[misc,valid-type]  # faust is untyped
+        def _schedule_shutdown(self, signal: Any) -> None:
+            if not getattr(self, "_sigstream_watchdog", None):
+                self._sigstream_watchdog = threading.Timer(kafka.stop_timeout_s, self._give_up, args=(signal,))
+                self._sigstream_watchdog.daemon = True
+                self._sigstream_watchdog.start()
+            super()._schedule_shutdown(signal)
+
+        def _give_up(self, signal: Any) -> None:
+            processor = getattr(self.app, "sigstream_processor", None)
+            owned = sorted(processor.owned_partitions()) if processor is not None else []
+            log.error(
+                "stop after %s did not finish within %.0f s (is the broker at %s reachable?): offsets processed "
+                "since the last commit of %s and %s partitions %s could not be committed; the next worker reads "
+                "those records again and re-sends their signals with the same ids",
+                getattr(signal, "name", signal), kafka.stop_timeout_s, kafka.bootstrap, kafka.topics.market_raw,
+                kafka.topics.news_raw, owned,
+            )
+            logging.shutdown()
+            os._exit(1)
+
+    return BoundedStopWorker
 
 
 def _use_uvloop() -> None:
@@ -160,8 +221,15 @@ def register(app: typer.Typer) -> None:
             None, "--processing-guarantee", help="at_least_once or exactly_once (Kafka transactions)."
         ),
         partitions: int | None = typer.Option(None, "--partitions", help="Partitions of topics created."),
+        interval: Interval | None = typer.Option(
+            None, "--interval", help="Bar interval features and decisions use [default: SIGSTREAM_ENGINE__INTERVAL, "
+            "else 1m]; bars of any other interval are counted and not used."
+        ),
         create_topics: bool = typer.Option(True, help="Create missing topics before starting."),
         loglevel: str = typer.Option("info", "--loglevel", help="faust log level: crit|error|warn|info|debug."),
+        metrics_port: int | None = typer.Option(
+            None, "--metrics-port", help="Serve Prometheus /metrics on this port [default: SIGSTREAM_METRICS__PORT]."
+        ),
     ) -> None:
         """Run the faust worker: market.raw + news.raw -> signals.composite (and market.bars, sentiment.scores)."""
         settings = WorkerSettings()
@@ -177,17 +245,31 @@ def register(app: typer.Typer) -> None:
         if partitions:
             kafka_update["partitions"] = partitions
         settings.kafka = settings.kafka.model_copy(update=kafka_update)
+        if interval is not None:
+            settings.engine = settings.engine.model_copy(update={"interval": interval})
+        if metrics_port is not None:
+            settings.metrics = settings.metrics.model_copy(update={"port": metrics_port})
         if redis:
             settings.redis = (settings.redis or RedisSettings()).model_copy(update={"url": redis})
+        elif settings.redis is not None and "url" not in settings.redis.model_fields_set:
+            # Some SIGSTREAM_REDIS__* variable (a key prefix, a TTL) but no URL: that is no request for Redis.
+            log.info("SIGSTREAM_REDIS__* settings without SIGSTREAM_REDIS__URL or --redis: features stay in process")
+            settings.redis = None
         if create_topics:
             from adapters.kafka.client import ensure_topics
 
             asyncio.run(ensure_topics(settings.kafka))
         settings.kafka = _with_real_partition_count(settings.kafka)
+        if settings.kafka.snapshots:
+            from adapters.kafka.store import ensure_state_topic
+
+            asyncio.run(ensure_state_topic(settings.kafka, settings.kafka.partitions))
         try:
             import faust
         except ModuleNotFoundError as exc:  # pragma: no cover - declared dependency
             raise FatalError("sigstream worker needs faust-streaming: pip install faust-streaming") from exc
+        settings.kafka.data_dir.mkdir(parents=True, exist_ok=True)
         _use_uvloop()
         faust_app = build_app(settings, load_model(model, settings.model))
-        faust.Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
+        _bounded_stop_worker(faust.Worker, settings.kafka)(faust_app, loglevel=loglevel, quiet=True)\
+            .execute_from_commandline()

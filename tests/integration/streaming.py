@@ -13,14 +13,16 @@ from pathlib import Path
 from adapters.kafka.client import consume, make_consumer
 from adapters.kafka.config import KafkaSettings, TopicNames
 from engine.events import Bar, Interval, NewsItem
-from engine.serialization import decode_event
+from engine.serialization import decode_event, decode_signal
 
 REPO = Path(__file__).resolve().parents[2]
 LEXICON = "tests.support.lexicon_model:LexiconSentimentModel"
 
 
 def settings_for(bootstrap: str, unique: str, **overrides: object) -> KafkaSettings:
-    topics = TopicNames(**{name: f"{default}.{unique}" for name, default in TopicNames().model_dump().items()})
+    topics = TopicNames(
+        **{name: f"{default}.{unique}" for name, default in TopicNames().model_dump().items() if default}
+    )
     values: dict[str, object] = {"partitions": 3} | overrides
     return KafkaSettings(bootstrap=bootstrap, topics=topics, app_id=f"sigstream-{unique}", **values)  # type: ignore[arg-type]
 
@@ -48,11 +50,15 @@ class WorkerProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    model: str | None = LEXICON  # None: the configured transformers model, as users run it
+    args: tuple[str, ...] = ()
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir / f"worker-{time.monotonic_ns()}.log"
-        cmd = [sys.executable, "-m", "sigstream.cli", "worker", "--model", LEXICON, "--loglevel", "info"]
+        cmd = [sys.executable, "-m", "sigstream.cli", "worker", "--loglevel", "info", *self.args]
+        if self.model is not None:
+            cmd += ["--model", self.model]
         if self.redis:
             cmd += ["--redis", self.redis]
         env = env_for(self.settings, self.data_dir) | self.extra_env
@@ -92,7 +98,13 @@ async def read_topic(
 
 
 def decoded(records: list) -> list:
+    """``encode_event`` payloads (market.bars, sentiment.scores, deadletter, ...) back into events."""
     return [decode_event(r.value) for r in records]
+
+
+def signal_records(records: list) -> list[dict]:
+    """signals.composite values as v1 signal records (dicts); raises InvalidInput on anything else."""
+    return [decode_signal(r.value) for r in records]
 
 
 def bars(symbol: str, n: int, *, start_index: int = 0, t0: int = 1_700_000_000_000) -> list[Bar]:

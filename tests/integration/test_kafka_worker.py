@@ -10,13 +10,21 @@ import orjson
 import pytest
 
 from adapters.kafka.client import ensure_topics, make_producer
-from adapters.kafka.source import RecordingPublisher
+from adapters.kafka.publisher import RecordingPublisher
 from engine.batcher import MicroBatcher
-from engine.events import CompositeSignal, DeadLetter, SentimentScore
+from engine.events import DeadLetter, SentimentScore
 from engine.pipeline import SignalEngine
-from engine.replay import Replayer, ReplaySinks
+from engine.runtime import Runtime, RuntimeSinks
 from engine.serialization import signal_record
-from tests.integration.streaming import WorkerProcess, bars, decoded, news, read_topic, settings_for
+from tests.integration.streaming import (
+    WorkerProcess,
+    bars,
+    decoded,
+    news,
+    read_topic,
+    settings_for,
+    signal_records,
+)
 from tests.support.lexicon_model import LexiconSentimentModel
 
 pytestmark = pytest.mark.timeout(300)
@@ -35,17 +43,17 @@ class ListSink:
         return None
 
 
-async def replay_signals(items) -> list[CompositeSignal]:
+async def replay_signals(items) -> list[dict]:
     sink = ListSink()
-    replayer = Replayer(SignalEngine(), MicroBatcher(LexiconSentimentModel()), ReplaySinks(ListSink(), signals=[sink]))
-    await replayer.run(items)
-    return sink.items
+    runtime = Runtime(SignalEngine(), MicroBatcher(LexiconSentimentModel()), RuntimeSinks(ListSink(), signals=[sink]))
+    await runtime.run(items)
+    return [signal_record(s) for s in sink.items]
 
 
-def by_symbol(signals) -> dict[str, list[dict]]:
+def by_symbol(signals: list[dict]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for s in signals:
-        out.setdefault(s.symbol, []).append(signal_record(s))
+        out.setdefault(s["symbol"], []).append(s)
     return out
 
 
@@ -112,22 +120,38 @@ async def produce_raw(settings, topic: str, records: list[tuple[bytes, bytes]]) 
 
 async def signals_of(settings, count: int, worker: WorkerProcess | None = None, timeout_s: float = 90) -> list:
     records = await read_topic(settings, settings.topics.signals, count=count, timeout_s=timeout_s)
-    got = decoded(records)
+    got = signal_records(records)
     if worker is not None:
         assert len(got) >= count, f"{len(got)} of {count} signals; worker log:\n{worker.log()}"
     return got
 
 
 async def test_signals_match_in_process_replay_per_symbol_and_in_order(kafka_settings, worker_factory) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     items = recording()
     expected = await replay_signals(items)
-    worker = worker_factory()
+    worker = worker_factory(args=("--metrics-port", str(port)))
     await publish(kafka_settings, items)
     got = await signals_of(kafka_settings, len(expected), worker)
     worker.assert_alive()
     assert len(got) == len(expected)
     assert by_symbol(got) == by_symbol(expected)
-    assert any(s.num_sources > 0 for s in got)  # news really took part
+    assert any(s["num_sources"] > 0 for s in got)  # news really took part
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    metrics = await asyncio.to_thread(scrape)
+    assert f"sigstream_runtime_signals_total {float(len(expected))}" in metrics
+    assert f"sigstream_engine_bars_total {float(sum(1 for s in expected if s['cause'] == 'bar'))}" in metrics
+    assert "sigstream_worker_dead_letters_total 0.0" in metrics
+    assert "sigstream_batcher_model_calls_total" in metrics
 
 
 async def test_malformed_frames_and_news_are_dead_lettered_while_the_worker_keeps_going(
@@ -191,12 +215,12 @@ async def test_restarted_worker_continues_from_committed_offsets_without_loss_or
     worker2 = worker_factory()
     got = await signals_of(kafka_settings, len(expected), worker2)
     await asyncio.sleep(2)  # anything extra (a duplicate) would show up now
-    got = decoded(await read_topic(kafka_settings, kafka_settings.topics.signals, idle_s=2))
+    got = signal_records(await read_topic(kafka_settings, kafka_settings.topics.signals, idle_s=2))
     # Every decision replay makes is made exactly once. (Values may differ after the restart: without
     # Redis the new worker starts with empty features and no earlier news.)
-    keys = [(s.symbol, s.ts_event, s.ts_init) for s in got]
+    keys = [(s["symbol"], s["ts_event"], s["ts_init"]) for s in got]
     assert len(keys) == len(set(keys)) == len(expected), worker2.log()
-    assert set(keys) == {(s.symbol, s.ts_event, s.ts_init) for s in expected}
+    assert set(keys) == {(s["symbol"], s["ts_event"], s["ts_init"]) for s in expected}
 
 
 async def test_broker_restart_mid_stream_loses_no_signal(kafka_settings, kafka_service, worker_factory) -> None:
@@ -207,11 +231,11 @@ async def test_broker_restart_mid_stream_loses_no_signal(kafka_settings, kafka_s
     await signals_of(kafka_settings, 1, worker)
     await asyncio.to_thread(kafka_service.restart)
     await publish(kafka_settings, items[len(items) // 2 :])
-    want = {(s.symbol, s.ts_event, s.ts_init) for s in expected}
+    want = {(s["symbol"], s["ts_event"], s["ts_init"]) for s in expected}
     keys: set = set()
     for _ in range(30):  # at-least-once: a broker restart may re-deliver, so wait for the full set
-        got = decoded(await read_topic(kafka_settings, kafka_settings.topics.signals, idle_s=2))
-        keys = {(s.symbol, s.ts_event, s.ts_init) for s in got}
+        got = signal_records(await read_topic(kafka_settings, kafka_settings.topics.signals, idle_s=2))
+        keys = {(s["symbol"], s["ts_event"], s["ts_init"]) for s in got}
         if keys >= want:
             break
         await asyncio.sleep(2)
@@ -269,7 +293,7 @@ async def test_two_workers_share_the_partitions_and_both_get_their_news(kafka_bo
         for w in workers:
             w.assert_alive()
         assert by_symbol(got) == by_symbol(expected)
-        assert {s.symbol for s in got if s.num_sources > 0} == {"BTCUSDT", "ETHUSDT"}
+        assert {s["symbol"] for s in got if s["num_sources"] > 0} == {"BTCUSDT", "ETHUSDT"}
     finally:
         for w in workers:
             if w.proc is not None and w.proc.poll() is None:

@@ -14,9 +14,9 @@ import orjson
 import pytest
 
 from adapters.bybit.frames import kline_frame
-from adapters.ccxt.testserver import synthetic_bars
-from adapters.rss.testserver import FeedItem
 from engine.events import Interval
+from testkit.bybit_rest import synthetic_bars
+from testkit.rss_http import FeedItem
 from tests.support.data import REPO_ROOT
 from tests.support.servers import bybit_rest_server, bybit_ws_server, eventually, rss_http_server
 
@@ -44,7 +44,7 @@ async def test_run_streams_signals_and_flushes_on_sigterm() -> None:
         FeedItem(f"Bitcoin surges to a record as ETF demand climbs {i}", f"http://news.test/{i}", now) for i in range(3)
     ]
     metrics_port = _free_port()
-    async with bybit_ws_server(frames, pace_s=0.05) as ws, rss_http_server(news) as feed, bybit_rest_server() as rest:
+    async with bybit_ws_server(frames, pace_s=0.05) as ws, rss_http_server([]) as feed, bybit_rest_server() as rest:
         rest.add_bars(history)
         env = {
             **os.environ,
@@ -84,10 +84,12 @@ async def test_run_streams_signals_and_flushes_on_sigterm() -> None:
         lines: list[dict] = []
         try:
             async with asyncio.timeout(120):
-                while len(lines) < 10:
+                while len(lines) < len(live):
                     line = await proc.stdout.readline()
                     assert line, (await proc.stderr.read()).decode()[-3000:]
                     lines.append(orjson.loads(line))
+            # The news comes after the last bar (a bar would score it first): only the shutdown flush can.
+            feed.add_items(news)
             # the feed is polled every 0.2 s: by now the three items wait in the batcher
             await asyncio.sleep(3)
             assert all(s["num_sources"] == 0 for s in lines)

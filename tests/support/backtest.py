@@ -11,7 +11,7 @@ from engine.batcher import MicroBatcher
 from engine.config import AggregatorSettings, EngineSettings
 from engine.events import Bar, Interval, NewsItem
 from engine.pipeline import SignalEngine
-from engine.replay import ReplayItem
+from engine.runtime import RuntimeItem
 from tests.support.lexicon_model import LexiconSentimentModel
 
 DAY = 86_400_000
@@ -42,7 +42,7 @@ def headline(ts: int, text: str, news_id: str | None = None) -> NewsItem:
     return NewsItem(news_id or f"{ts}:{text}", "test", text, "", (), (), "", ts, ts)
 
 
-def in_time_order(bars: Sequence[Bar], news: Sequence[NewsItem], *, news_first: bool = False) -> list[ReplayItem]:
+def in_time_order(bars: Sequence[Bar], news: Sequence[NewsItem], *, news_first: bool = False) -> list[RuntimeItem]:
     """Bars before news at the same instant, as the file merge orders them (or news first)."""
     bar_rank, news_rank = (1, 0) if news_first else (0, 1)
     keyed = [(b.ts_init, bar_rank, i, b) for i, b in enumerate(bars)]
@@ -51,7 +51,7 @@ def in_time_order(bars: Sequence[Bar], news: Sequence[NewsItem], *, news_first: 
 
 
 def backtest(
-    items: Sequence[ReplayItem],
+    items: Sequence[RuntimeItem],
     settings: BacktestSettings | None = None,
     *,
     threshold: float = 0.7,

@@ -29,3 +29,13 @@ class LexiconSentimentModel:
             total = sum(raw)
             out.append((raw[0] / total, raw[1] / total, raw[2] / total))
         return out
+
+
+class PacedLexiconSentimentModel(LexiconSentimentModel):
+    """The lexicon model at a transformer's pace (2 ms a text), so fault tests can stop a worker mid-stream."""
+
+    def predict_proba(self, texts: Sequence[str]) -> list[tuple[float, float, float]]:
+        import time
+
+        time.sleep(0.002 * len(texts))
+        return super().predict_proba(texts)

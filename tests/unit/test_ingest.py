@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from sigstream.ingest import merged_live_events
+from sigstream.live import merged_arrivals
 
 
 class EndlessSource:
     def __init__(self) -> None:
         self.closed = False
 
-    async def events(self):  # type: ignore[no-untyped-def]
+    async def received(self):  # type: ignore[no-untyped-def]
         n = 0
         while not self.closed:
             n += 1
@@ -30,7 +30,7 @@ async def test_stop_is_honoured_with_a_full_queue_and_the_backlog_is_drained() -
 
     async def consume() -> None:
         nonlocal got
-        async for _ in merged_live_events(queue, sources, [], stop):  # type: ignore[arg-type]
+        async for _ in merged_arrivals(queue, sources, [], stop):  # type: ignore[arg-type]
             got += 1
             if got == 10:
                 await asyncio.sleep(0.05)  # the publisher is slow: the queue fills up

@@ -1,4 +1,4 @@
-"""StreamProcessor keeps recording order whatever order Kafka delivers the two topics in (no broker)."""
+"""StreamProcessor keeps publish order whatever order Kafka delivers the two topics in (no broker)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from adapters.kafka.config import KafkaSettings
 from adapters.kafka.ordering import MARKET_HEADER, NEWS_HEADER, market_header
 from adapters.kafka.parsing import encode_watermark
 from engine.batcher import MicroBatcher
+from engine.config import EngineSettings
 from engine.events import Bar, CompositeSignal, Interval, NewsItem
 from engine.pipeline import SignalEngine
-from engine.replay import Replayer, ReplaySinks
-from engine.serialization import decode_event, encode_event, signal_record
+from engine.runtime import Runtime, RuntimeSinks
+from engine.serialization import decode_event, decode_signal, encode_event, signal_record
 from tests.support.lexicon_model import LexiconSentimentModel
 
 PARTITION = {"BTCUSDT": 0, "ETHUSDT": 1}
@@ -96,19 +97,19 @@ async def noop_ack() -> None:
     return None
 
 
-async def committed_at_start(partition: int) -> int:
+async def committed_at_start(topic: str, partition: int) -> int:
     return 0  # a fresh consumer group
 
 
 def new_processor(send, settings: KafkaSettings) -> StreamProcessor:
     return StreamProcessor(
-        SignalEngine(), MicroBatcher(LexiconSentimentModel()), send, settings, committed_news_offset=committed_at_start
+        EngineSettings(), MicroBatcher(LexiconSentimentModel()), send, settings, start_offset=committed_at_start
     )
 
 
 async def replay(items: list) -> list[CompositeSignal]:
     sink = ListSink()
-    await Replayer(SignalEngine(), MicroBatcher(LexiconSentimentModel()), ReplaySinks(ListSink(), signals=[sink])).run(
+    await Runtime(SignalEngine(), MicroBatcher(LexiconSentimentModel()), RuntimeSinks(ListSink(), signals=[sink])).run(
         items
     )
     return sink.items
@@ -117,7 +118,8 @@ async def replay(items: list) -> list[CompositeSignal]:
 def per_symbol(signals) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for s in signals:
-        out.setdefault(s.symbol, []).append(signal_record(s))
+        record = s if isinstance(s, dict) else signal_record(s)
+        out.setdefault(record["symbol"], []).append(record)
     return out
 
 
@@ -139,8 +141,8 @@ async def test_any_interleaving_of_partitions_gives_replays_signals(seed: int) -
         queue = rng.choice([q for q in queues if q])
         await processor.on_record(queue.pop(0), noop_ack, more_waiting=rng.random() < 0.5)
     await processor.tick()
-    assert processor.parked == 0 and processor.sequencer.pending == 0
-    got = [decode_event(v) for t, v in out if t == settings.topics.signals]
+    assert processor.held == 0 and processor.pending == 0
+    got = [decode_signal(v) for t, v in out if t == settings.topics.signals]
     assert per_symbol(got) == per_symbol(await replay(items))
 
 
@@ -161,17 +163,16 @@ async def test_market_record_waits_for_the_news_published_before_it() -> None:
 
         return ack
 
-    processor = StreamProcessor(SignalEngine(), MicroBatcher(LexiconSentimentModel()), send, settings)
-    await processor.sequencer.news_start(0)
+    processor = new_processor(send, settings)
     for record in market[0]:
         await processor.on_record(record, ack_for(record))
-    # Only records stamped before the first news could run; the rest are parked and NOT acked.
+    # Only records stamped before the first news could run; the rest are held and NOT acked.
     first_blocked = next(r for r in market[0] if int(r.headers[NEWS_HEADER]) > 0)
     assert acked == list(range(first_blocked.offset))
-    assert processor.parked == len(market[0]) - first_blocked.offset
+    assert processor.held == len(market[0]) - first_blocked.offset
     for record in news[0]:
         await processor.on_record(record, ack_for(record))
-    assert processor.parked == 0
+    assert processor.held == 0
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -194,8 +195,8 @@ async def test_two_workers_each_owning_one_partition_together_give_replays_signa
         await worker.on_record(queue.pop(0), noop_ack, more_waiting=rng.random() < 0.5)
     for worker in workers.values():
         await worker.tick()
-        assert worker.parked == 0 and worker.sequencer.pending == 0 and worker.sequencer.stats.expired == 0
-    got = [decode_event(v) for t, v in out if t == settings.topics.signals]
+        assert worker.held == 0 and worker.pending == 0
+    got = [decode_signal(v) for t, v in out if t == settings.topics.signals]
     assert per_symbol(got) == per_symbol(await replay(items))
     scored = [decode_event(v).news_id for t, v in out if t == settings.topics.sentiment]
     about_a_symbol = [i.id for i in items if isinstance(i, NewsItem) and i.headline != "Markets wait"]
@@ -221,13 +222,13 @@ async def test_a_news_record_is_acked_only_once_its_held_signal_is_applied() -> 
     processor = new_processor(send, settings)
     for record in news[1]:  # news about ETHUSDT (partition 1) arrives before its bars
         await processor.on_record(record, ack_for(record))
-    held = processor.sequencer.pending
+    held = processor.held
     assert held > 0
     news_acked = [o for t, o in acked if t == settings.topics.news_raw]
-    assert len(news_acked) < len(news[1])  # the copies whose ETH score is held are not acked yet
+    assert len(news_acked) < len(news[1])  # the copies that wait for their bars are not acked yet
     for record in market[1]:
         await processor.on_record(record, ack_for(record))
-    assert processor.sequencer.pending == 0
+    assert processor.held == 0 and processor.pending == 0
     assert sorted(o for t, o in acked if t == settings.topics.news_raw) == [r.offset for r in news[1]]
 
 
@@ -243,7 +244,7 @@ async def test_copies_with_an_unusable_market_header_apply_once_and_dead_letter_
     for p in (0, 1):
         record = RawRecord(settings.topics.news_raw, p, 0, b"n1", encode_event(item), {MARKET_HEADER: b"garbage"})
         await processor.on_record(record, noop_ack)
-    signals = [decode_event(v) for t, v in out if t == settings.topics.signals]
+    signals = [decode_signal(v) for t, v in out if t == settings.topics.signals]
     dead = [decode_event(v) for t, v in out if t == settings.topics.deadletter]
-    assert [s.symbol for s in signals] == ["ETHUSDT"]  # once, from partition 1's copy
+    assert [s["symbol"] for s in signals] == ["ETHUSDT"]  # once, from partition 1's copy
     assert len(dead) == 1 and "record processed" in dead[0].reason
