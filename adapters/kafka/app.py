@@ -36,7 +36,7 @@ from adapters.kafka.parsing import decode_market, decode_news
 from adapters.kafka.sink import KafkaDeadLetterSink, KafkaEventSink, KafkaSignalSink, Send
 from engine.batcher import MicroBatcher
 from engine.config import EngineSettings
-from engine.errors import InvalidInput
+from engine.errors import InvalidInput, TransientError
 from engine.events import Bar, DeadLetter, SentimentScore, Trade
 from engine.pipeline import SignalEngine
 from engine.ports import DeadLetterSink, FeatureStore
@@ -68,7 +68,6 @@ class _Held:
     record: RawRecord
     ack: Ack
     after: int | None  # the other topic's offset this record must wait for (its stamp); None: no wait
-    since: float
 
 
 class _SharedAck:
@@ -133,6 +132,7 @@ class ProcessorStats:
     dead_letters: int = 0
     held: int = 0  # records waiting for the other topic (a level)
     snapshots: int = 0
+    snapshot_failures: int = 0
     snapshots_restored: int = 0
     records_in_snapshot: int = 0  # re-delivered after a restart, already in the restored state: not fed again
     runtime: RuntimeStats = field(default_factory=RuntimeStats)
@@ -303,11 +303,11 @@ class StreamProcessor:
         if is_news:
             self.stats.news_records += 1
             after = await self._stamp(record, MARKET_HEADER)
-            owned.news.append(_Held(record, ack, after, time.monotonic()))
+            owned.news.append(_Held(record, ack, after))
         else:
             self.stats.market_records += 1
             after = await self._stamp(record, NEWS_HEADER)
-            owned.market.append(_Held(record, ack, after, time.monotonic()))
+            owned.market.append(_Held(record, ack, after))
         await self._advance(record.partition, owned)
         if not more_waiting:
             await self.score_pending()
@@ -444,7 +444,13 @@ class StreamProcessor:
             await owned.runtime.score_pending()  # a snapshot is taken with nothing pending
             market_next = owned.market_next if owned.market_next is not None else 0
             news_next = owned.news_next if owned.news_next is not None else 0
-            await self._state.save(Snapshot(partition, market_next, news_next, engine_state(owned.runtime.engine)))
+            try:
+                await self._state.save(Snapshot(partition, market_next, news_next, engine_state(owned.runtime.engine)))
+            except TransientError as exc:
+                # Its records stay unacked, so nothing is committed past saved state; the next tick tries again.
+                self.stats.snapshot_failures += 1
+                log.warning("partition %d: %s; its offsets are not committed until a snapshot succeeds", partition, exc)
+                continue
             self.stats.snapshots += 1
             owned.dirty = False
             await self._ack_all(owned)

@@ -7,11 +7,13 @@ headers. Compaction keeps the last one per key, and a restarted worker reads jus
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from adapters.kafka.app import Snapshot
 from adapters.kafka.client import AIOKafkaConsumer, AIOKafkaProducer, make_producer
 from adapters.kafka.config import KafkaSettings
 from engine.errors import TransientError
+from engine.retry import Backoff, retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,25 @@ class KafkaStateStore:
         self._producer: AIOKafkaProducer | None = None
 
     async def load(self, partition: int) -> Snapshot | None:
-        """The last snapshot of ``partition``, or None when it never had one."""
+        """The last snapshot of ``partition``, or None when it never had one; retried through broker hiccups,
+        since a partition must not start without the state it had."""
+
+        def retrying(attempt: int, exc: TransientError, delay: float) -> None:
+            log.warning("loading the snapshot of partition %d failed (%s); retrying in %.1f s", partition, exc, delay)
+
+        return await retry_transient(lambda: self._load(partition), attempts=None,
+                                     backoff=Backoff(initial_s=0.5, maximum_s=10.0), on_retry=retrying)
+
+    async def _load(self, partition: int) -> Snapshot | None:
+        from aiokafka.errors import KafkaError
         from aiokafka.structs import TopicPartition
 
-        tp = TopicPartition(self._topic, partition)
+        try:
+            return await self._read_last(TopicPartition(self._topic, partition), partition)
+        except KafkaError as exc:
+            raise TransientError(f"kafka at {self._settings.bootstrap}: {exc}") from exc
+
+    async def _read_last(self, tp: Any, partition: int) -> Snapshot | None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self._settings.bootstrap, enable_auto_commit=False,
                                     isolation_level="read_committed", max_partition_fetch_bytes=MAX_SNAPSHOT_BYTES)
         await consumer.start()

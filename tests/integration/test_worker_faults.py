@@ -271,3 +271,39 @@ async def test_redis_down_then_a_worker_restart_keeps_market_bars_equal_to_repla
                 worst = max(worst, abs(have - value) / max(1.0, abs(value)))
     print(f"redis outage + restart: {len(got)} bars, worst relative feature error {worst:.2e}")
     assert worst <= 1e-7
+
+
+async def test_two_workers_one_killed_the_survivor_takes_over_with_replays_signals(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    settings = settings_for(kafka_bootstrap, unique, partitions=2)
+    await ensure_topics(settings)
+    env = env_for(settings, tmp_path / "faust")
+    expected = await _expected(tmp_path, env)
+    workers = [WorkerProcess(settings, tmp_path / f"worker{i}", model=PACED, args=("--interval", "1d"))
+               for i in (1, 2)]
+    try:
+        for w in workers:
+            w.start()
+        async with asyncio.timeout(120):
+            while not all("Ready" in w.log() for w in workers):  # noqa: ASYNC110 - polls another process's log
+                await asyncio.sleep(0.5)
+        await asyncio.sleep(3)
+        publisher = asyncio.create_task(asyncio.to_thread(
+            _cli, ["replay", *_inputs(), "--to-kafka", kafka_bootstrap, "--speed", "max"], env))
+        await _wait_for_count(settings, len(expected) // 2, workers[1])
+        killed_at = time.monotonic()
+        workers[0].stop(signal.SIGKILL, timeout=30)
+        got = await _wait_for_count(settings, len(expected), workers[1])
+        took = time.monotonic() - killed_at
+        result = await publisher
+        assert result.returncode == 0, result.stderr[-3000:]
+        await asyncio.sleep(2)
+        got = signal_records(await read_topic(settings, settings.topics.signals, idle_s=2))
+        workers[1].assert_alive()
+    finally:
+        for w in workers:
+            if w.proc is not None and w.proc.poll() is None:
+                w.stop()
+    figures = check_against_replay(got, expected)
+    print(f"2 workers, kill -9 one: {figures}, every signal {took:.1f} s after the kill")
