@@ -1,35 +1,36 @@
 """Publishing onto Kafka's raw topics: recordings (``replay --to-kafka``) and live sources (``run --kafka``).
 
-Both go through :class:`adapters.kafka.source.RecordingPublisher`, which stamps the ordering headers
-that let ``sigstream worker`` decide exactly what in-process replay decides.
+Both go through :class:`adapters.kafka.publisher.RecordingPublisher`, which stamps the ordering headers
+that let ``sigstream worker`` decide exactly what in-process replay decides, and rides out broker outages
+(up to ``max_outage_s``) without losing or duplicating a record.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from adapters.kafka.client import ensure_topics, make_producer
+from adapters.kafka.client import ensure_topics
 from adapters.kafka.config import KafkaSettings
-from adapters.kafka.source import PublishReport, RecordingPublisher
-from engine.events import DeadLetter
-from engine.ports import NewsSource, TickSource
-
-log = logging.getLogger(__name__)
+from adapters.kafka.publisher import DEFAULT_MAX_OUTAGE_S, PublishReport, RecordingPublisher
+from engine.events import DeadLetter, Received
 
 
 async def publish_items(items: Iterable[Any] | AsyncIterator[Any], settings: KafkaSettings,
-                        speed: float | None) -> PublishReport:
-    """Create the topics if needed and publish ``items`` in order at ``speed`` x real time (None = max)."""
-    await ensure_topics(settings)
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        return await RecordingPublisher(producer, settings).publish(items, speed)
-    finally:
-        await producer.stop()
+                        speed: float | None, *, max_outage_s: float | None = None,
+                        resume: bool = False) -> PublishReport:
+    """Create the topics if needed and publish ``items`` in order at ``speed`` x real time (None = max).
+
+    ``max_outage_s``: how long the broker may stay away before the publish fails (FatalError); default:
+    the ``max_outage_s`` Kafka setting where there is one, else 300 s. ``resume``: skip the items an
+    interrupted publish of the same input already wrote (see :mod:`adapters.kafka.publisher`).
+    """
+    if max_outage_s is None:
+        max_outage_s = float(getattr(settings, "max_outage_s", DEFAULT_MAX_OUTAGE_S))
+    publisher = RecordingPublisher(None, settings, max_outage_s=max_outage_s, resume=resume)
+    await publisher.through_outage(lambda: ensure_topics(settings))
+    return await publisher.publish(items, speed)
 
 
 class QueueDeadLetters:
@@ -48,63 +49,11 @@ class QueueDeadLetters:
         await self._queue.put(record)
 
 
-async def merged_live_events(
-    queue: asyncio.Queue[Any],
-    ticks: Sequence[TickSource],
-    news: Sequence[NewsSource],
-    stop: asyncio.Event,
-    failures: list[Exception] | None = None,
-) -> AsyncIterator[Any]:
-    """Interleave live sources in arrival order until ``stop``; sources are closed on the way out.
-
-    A source that fails is appended to ``failures`` (the others keep running).
-    """
-    failures = [] if failures is None else failures
-    done = object()
-
-    async def pump(source: TickSource | NewsSource) -> None:
-        # The end marker is only for a source that ends or fails by itself. A pump cancelled at stop must not
-        # wait to put it: the queue may be full and nobody reads it any more.
-        try:
-            async for event in source.events():
-                await queue.put(event)
-        except Exception:
-            await queue.put(done)
-            raise
-        await queue.put(done)
-
-    pumps = [asyncio.create_task(pump(s)) for s in (*ticks, *news)]
-    stopper = asyncio.create_task(stop.wait())
-    running = len(pumps)
-    try:
-        while running:
-            getter = asyncio.create_task(queue.get())
-            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if stopper.done():
-                # Stop wins even with a backlog (both can finish in one turn); what is queued is drained below.
-                if not getter.done():
-                    getter.cancel()
-                elif (item := getter.result()) is not done:
-                    yield item
-                break
-            item = getter.result()
-            if item is done:
-                running -= 1
-                continue
-            yield item
-    finally:
-        for source in (*ticks, *news):
-            await source.close()
-        for task in (*pumps, stopper):
-            task.cancel()
-        # A failed source re-raises when awaited; the drain below must still run, so its error is
-        # logged here and the items it delivered before failing are published.
-        for result in await asyncio.gather(*pumps, stopper, return_exceptions=True):
-            if isinstance(result, Exception):
-                failures.append(result)
-                log.error("source stopped: %s", result)
-        # What arrived before the sources closed is still published, not dropped.
-        while not queue.empty():
-            item = queue.get_nowait()
-            if item is not done:
-                yield item
+async def live_items(arrivals: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Live arrivals as the publisher takes them: each venue message's market events, news, dead letters."""
+    async for arrival in arrivals:
+        if isinstance(arrival, Received):
+            for event in arrival.events:
+                yield event
+        else:
+            yield arrival

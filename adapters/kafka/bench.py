@@ -22,13 +22,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from adapters.kafka.client import consume, ensure_topics, make_consumer, make_producer
 from adapters.kafka.config import KafkaSettings, TopicNames
 from adapters.kafka.parsing import encode_frame
 from engine.events import NewsItem
-from engine.serialization import encode_event
+from engine.serialization import decode_signal, encode_event
 
 REPO = Path(__file__).resolve().parents[2]  # the worker imports --model specs from the repository root
 LEXICON_MODEL = "tests.support.lexicon_model:LexiconSentimentModel"
@@ -159,7 +157,7 @@ async def _news_latency(settings: KafkaSettings, rate: float, seconds: float) ->
             now = time.perf_counter()
             for rs in batch.values():
                 for r in rs:
-                    ts_init = orjson.loads(r.value).get("ts_init")
+                    ts_init = decode_signal(r.value)["ts_init"]  # InvalidInput on a non-v1 record
                     if ts_init in sent and ts_init not in received:
                         received[ts_init] = now
             if len(received) >= n:
@@ -193,6 +191,8 @@ async def _news_latency(settings: KafkaSettings, rate: float, seconds: float) ->
             await producer.send(settings.topics.news_raw, encode_event(item), key=item.id.encode(), partition=0)
         # Missing signals after 30 s are reported as news_signals < news_sent, not hidden.
         await asyncio.wait([asyncio.ensure_future(all_received.wait())], timeout=30)
+        if collector.done() and (error := collector.exception()) is not None:
+            raise error  # a signal that did not decode: say so, rather than "no news signal came back"
     finally:
         collector.cancel()
         await producer.stop()

@@ -7,12 +7,23 @@ import logging
 from collections.abc import Iterable
 
 from adapters.kafka.config import KafkaSettings
-from engine.errors import MissingDependency, TransientError
+from engine.errors import FatalError, MissingDependency, SigstreamError, TransientError
 
 try:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+    from aiokafka.errors import (
+        BrokerNotAvailableError,
+        KafkaError,
+        KafkaTimeoutError,
+        KafkaUnavailableError,
+        OutOfOrderSequenceNumber,
+        ProducerClosed,
+        ReplicaNotAvailableError,
+        TopicAlreadyExistsError,
+        UnknownProducerId,
+    )
+    from aiokafka.structs import TopicPartition
 except ModuleNotFoundError as exc:  # pragma: no cover - aiokafka is a declared dependency
     raise MissingDependency("aiokafka", "the Kafka transport") from exc
 
@@ -22,11 +33,17 @@ __all__ = [
     "AIOKafkaConsumer",
     "AIOKafkaProducer",
     "ConsumerRecord",
+    "KafkaError",
+    "TopicPartition",
+    "abandon_producer",
     "consume",
     "create_topics",
     "ensure_topics",
+    "is_transient",
     "make_consumer",
     "make_producer",
+    "start_producer",
+    "translate",
 ]
 
 
@@ -45,8 +62,8 @@ async def create_topics(bootstrap: str, names: Iterable[str], partitions: int, r
             except TopicAlreadyExistsError:
                 log.debug("topics created concurrently by someone else: %s", missing)
             await _wait_for_leaders(admin, missing)
-    except KafkaConnectionError as exc:
-        raise TransientError(f"kafka admin could not reach {bootstrap}: {exc}") from exc
+    except KafkaError as exc:
+        raise translate(exc, f"kafka admin at {bootstrap}") from exc
     finally:
         await admin.close()
 
@@ -58,8 +75,8 @@ async def partition_counts(bootstrap: str, topics: Iterable[str]) -> dict[str, i
     try:
         await admin.start()
         described = await admin.describe_topics(names)
-    except KafkaConnectionError as exc:
-        raise TransientError(f"kafka admin could not reach {bootstrap}: {exc}") from exc
+    except KafkaError as exc:
+        raise translate(exc, f"kafka admin at {bootstrap}") from exc
     finally:
         await admin.close()
     counts: dict[str, int | None] = dict.fromkeys(names)
@@ -150,6 +167,74 @@ async def consume(
     return records
 
 
-def translate(exc: KafkaError) -> TransientError:
-    """Kafka client errors are transient from sigstream's point of view (broker restart, leader move)."""
-    return TransientError(f"kafka: {exc}")
+# Errors that say "not now" rather than "never": the broker is down, restarting, electing a leader, or slow.
+# aiokafka marks most of them ``retriable``; these few it does not, yet they pass once the broker is back.
+_TRANSIENT_TOO = (
+    KafkaTimeoutError,  # a request, a metadata wait or a full send buffer timed out
+    KafkaUnavailableError,
+    BrokerNotAvailableError,
+    ReplicaNotAvailableError,
+    ProducerClosed,  # the producer was abandoned by the retry path itself; a new one is made
+    # The broker no longer accepts this producer's sequence numbers: a batch expired during an outage
+    # (aiokafka fails it even with idempotence when the partition had no leader for request_timeout_ms)
+    # and left a gap. The producer is useless, but a new producer that re-sends from the last record the
+    # broker holds succeeds: that is what adapters.kafka.publisher does.
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a Kafka client error may pass when retried (after a broker restart, a leader move, ...)."""
+    return isinstance(exc, KafkaError) and (bool(getattr(exc, "retriable", False)) or isinstance(exc, _TRANSIENT_TOO))
+
+
+def translate(exc: KafkaError, context: str = "kafka") -> SigstreamError:
+    """A Kafka client error as sigstream's error: :class:`TransientError` (retry) or :class:`FatalError` (stop).
+
+    Transient: connection lost, no leader, not the leader, timeouts, node not ready, not enough replicas...
+    (aiokafka's ``retriable`` errors, plus timeouts and producer-sequence errors, see ``_TRANSIENT_TOO``).
+    Fatal: everything else (record too large, authorization, invalid topic or configuration).
+    """
+    text = str(exc)
+    name = type(exc).__name__
+    reason = " ".join((f"{context}: {text}" if name in text else f"{context}: {name}: {text}").split())  # one line
+    return TransientError(reason) if is_transient(exc) else FatalError(reason)
+
+
+async def start_producer(settings: KafkaSettings, timeout_s: float, **overrides: object) -> AIOKafkaProducer:
+    """A started :func:`make_producer`; TransientError when the broker does not answer within ``timeout_s``.
+
+    The bound matters for the idempotent producer: its start waits for a producer id, and aiokafka retries
+    that forever while the broker is away.
+    """
+    producer = make_producer(settings, **overrides)
+    try:
+        await asyncio.wait_for(producer.start(), timeout_s)
+    except (TimeoutError, KafkaError) as exc:
+        await abandon_producer(producer, timeout_s)
+        if isinstance(exc, KafkaError):
+            raise translate(exc, f"kafka producer at {settings.bootstrap}") from exc
+        raise TransientError(f"kafka producer at {settings.bootstrap}: no answer in {timeout_s:.0f} s") from exc
+    return producer
+
+
+async def abandon_producer(producer: AIOKafkaProducer, timeout_s: float = 10.0) -> None:
+    """Stop ``producer`` now: what it has not delivered yet is never sent, now or later.
+
+    ``producer.stop()`` alone waits for every record to be delivered, and the idempotent producer retries a
+    batch forever while the broker is away: stop() would not return or, cancelled, would leave the sender
+    task retrying in the background, and a batch landing after the caller has read the broker's end offsets
+    and re-sent it would be a duplicate. So the sender task is stopped first (it waits for the requests
+    already in flight, which either landed or did not); stop() then returns at once (it only waits for the
+    accumulator while the sender runs) and closes the connections. The futures of undelivered records stay
+    pending forever: the caller drops them. This reaches into aiokafka 0.12's producer (``_sender``; pinned in
+    pyproject.toml); without it, it falls back to a bounded ``stop()``.
+    """
+    sender = getattr(producer, "_sender", None)
+    try:
+        if sender is not None and getattr(sender, "sender_task", None) is not None:
+            await asyncio.wait_for(sender.close(), timeout_s)
+        await asyncio.wait_for(producer.stop(), timeout_s)
+    except (TimeoutError, KafkaError) as exc:
+        log.warning("kafka producer abandoned uncleanly: %r", exc)

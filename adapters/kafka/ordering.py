@@ -10,7 +10,7 @@ partition, and faust assigns news.raw partition p to the worker that owns market
 (topics with equal partition counts are co-partitioned). The copy on partition p applies to the
 symbols of market partition p only, so each symbol gets each news item exactly once.
 
-The publisher (:mod:`adapters.kafka.source`) stamps each record with where the other topic stood on
+The publisher (:mod:`adapters.kafka.publisher`) stamps each record with where the other topic stood on
 the same partition when it was published, as Kafka headers:
 
 * a market record on partition p carries ``sigstream.news`` = the news.raw[p] offset after the last

@@ -6,6 +6,7 @@ headers. Compaction keeps the last one per key, and a restarted worker reads jus
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -42,6 +43,11 @@ async def ensure_state_topic(settings: KafkaSettings, partitions: int) -> None:
             except TopicAlreadyExistsError:
                 log.debug("state topic %s created concurrently", topic)
         described = await admin.describe_topics([topic])
+        for _ in range(100):  # a topic just created has no partitions in its description for a moment
+            if described and len(described[0].get("partitions") or []) >= partitions:
+                break
+            await asyncio.sleep(0.1)
+            described = await admin.describe_topics([topic])
     except KafkaConnectionError as exc:
         raise TransientError(f"kafka admin could not reach {settings.bootstrap}: {exc}") from exc
     finally:

@@ -31,13 +31,26 @@ def replay(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     to_kafka: str | None = typer.Option(None, "--to-kafka", help="Publish onto market.raw/news.raw at this "
                                         "bootstrap instead of processing in-process."),
-    speed: str | None = typer.Option(None, "--speed", help="With --to-kafka: N x real time, or max [default: max]."),
+    speed: str | None = typer.Option(None, "--speed", help="With --to-kafka: N x real time, or max (the default)."),
+    resume: bool = typer.Option(False, "--resume", help="With --to-kafka: continue an interrupted publish of the "
+                                "same inputs to the same topics from the last acknowledged record: item i is "
+                                "skipped on partition p iff i <= the last sigstream.seq on p."),
+    max_outage_s: float | None = typer.Option(None, "--max-outage-s", min=0.001, help="With --to-kafka: give up "
+                                              "(exit 1) when the broker acknowledges nothing for this many "
+                                              "seconds (default 300)."),
     model_spec: str | None = typer.Option(None, "--model", help="Sentiment model as module:callable "
                                           "(default: the configured transformers model and adapter)."),
 ) -> None:
     """Replay recorded Bybit frames, kline CSVs and news through the engine, deterministically.
 
     Same input, same bytes out: time comes from the events, never the wall clock.
+
+    With --to-kafka the records go to market.raw / news.raw instead, for `sigstream worker`. A broker
+    outage is retried with backoff, losing and duplicating nothing, for up to --max-outage-s. Each
+    record carries sigstream.seq, its item's index in the input. --resume (same inputs, same topics)
+    reads the last record of every market.raw, news.raw and deadletter partition: item i meant for
+    partition p was published iff i <= the last seq on p, so exactly those are skipped and the rest is
+    published, as if the first run had not stopped. On empty topics it publishes everything.
     """
     if bars_from not in ("klines", "trades"):
         raise InvalidInput(f"--bars-from must be klines or trades, not {bars_from!r}")
@@ -52,10 +65,12 @@ def replay(
             raise InvalidInput(f"{', '.join(given)} do nothing with --to-kafka (the workers process the records)")
     elif speed is not None:
         raise InvalidInput("--speed only applies with --to-kafka (an in-process replay always runs at full speed)")
+    elif resume or max_outage_s is not None:
+        raise InvalidInput(f"{'--resume' if resume else '--max-outage-s'} only applies with --to-kafka")
     settings = load_settings()
     sources = open_sources(paths, news, symbol=symbol, interval=interval, files=settings.files)
     if to_kafka:
-        _publish(sources, settings, to_kafka, _parse_speed(speed or "max"))
+        _publish(sources, settings, to_kafka, _parse_speed(speed or "max"), resume=resume, max_outage_s=max_outage_s)
         return
     engine_settings = settings.engine.model_copy(
         update={"interval": resolve_interval(sources, interval, settings.engine.interval), "bars_from": bars_from}
@@ -107,14 +122,18 @@ def _parse_speed(text: str) -> float | None:
     return value
 
 
-def _publish(sources: list, settings: Settings, bootstrap: str, speed: float | None) -> None:
+def _publish(sources: list, settings: Settings, bootstrap: str, speed: float | None, *, resume: bool = False,
+             max_outage_s: float | None = None) -> None:
     from adapters.files.source import merge_in_time_order
     from sigstream.ingest import publish_items
 
     kafka = settings.kafka.model_copy(update={"bootstrap": bootstrap})
-    report = asyncio.run(publish_items(merge_in_time_order(sources), kafka, speed))
-    console.print(f"published to {bootstrap}: {report.market} market records, {report.news} news, "
-                  f"{report.dead_letters} dead letters in {report.seconds:.1f} s")
+    report = asyncio.run(publish_items(merge_in_time_order(sources), kafka, speed, max_outage_s=max_outage_s,
+                                       resume=resume))
+    if resume:
+        console.print(f"resume: {report.already_published:,} items already on the topics were skipped "
+                      f"({report.already_published_records:,} records)", soft_wrap=True, markup=False)
+    console.print(f"published to {bootstrap}: {report.line()}", soft_wrap=True, markup=False)
 
 
 def register(app: typer.Typer) -> None:

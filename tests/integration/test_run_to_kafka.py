@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from adapters.bybit.frames import kline_frame
-from adapters.ccxt.testserver import synthetic_bars
 from adapters.kafka.client import ensure_topics
-from adapters.rss.testserver import FeedItem
 from engine.events import Bar, Interval, NewsItem
 from engine.serialization import decode_event
+from testkit.bybit_rest import synthetic_bars
+from testkit.rss_http import FeedItem
 from tests.integration.streaming import REPO, env_for, read_topic, settings_for
 from tests.support.servers import bybit_ws_server, rss_http_server
 
