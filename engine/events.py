@@ -64,6 +64,15 @@ class Signal(StrEnum):
 # Order of the model's probability vector and of SentimentScore's fields.
 SENTIMENT_LABELS: tuple[str, str, str] = ("bearish", "neutral", "bullish")
 LABEL_TO_SIGNAL: dict[str, Signal] = {"bearish": Signal.SELL, "neutral": Signal.HOLD, "bullish": Signal.BUY}
+# Every label vocabulary accepted from outside (datasets, a model's own head), mapped explicitly onto the
+# index of SENTIMENT_LABELS.
+SENTIMENT_LABEL_INDEX: dict[str, int] = {
+    "bearish": 0,
+    "negative": 0,
+    "neutral": 1,
+    "bullish": 2,
+    "positive": 2,
+}
 
 
 class Trade(msgspec.Struct, frozen=True, gc=False):

@@ -6,3 +6,6 @@ try:
     __version__ = version("sigstream")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
+
+# Recordings and Kafka carry raw venue frames; the venues' adapters register how to read them.
+import sigstream.codecs  # noqa: F401 - registers the venue codecs

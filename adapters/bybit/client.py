@@ -20,7 +20,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from adapters.bybit.config import BybitSettings
-from adapters.system.clock import WallClock
 from engine.errors import FatalError, TransientError
 from engine.ports import Clock
 from engine.retry import Backoff
@@ -54,9 +53,9 @@ class BybitWsClient:
     :meth:`run` owns the connection until :meth:`close` or until ``max_reconnects`` is exhausted.
     """
 
-    def __init__(self, settings: BybitSettings, *, clock: Clock | None = None) -> None:
+    def __init__(self, settings: BybitSettings, *, clock: Clock) -> None:
         self.settings = settings
-        self.clock: Clock = clock or WallClock()
+        self.clock = clock  # the composition passes the wall clock; tests may pass their own
         self.stats = ClientStats()
         self._topics: dict[str, None] = {}  # insertion-ordered set
         self._ws: ClientConnection | None = None

@@ -64,7 +64,7 @@ class BybitTickSource:
         settings: BybitSettings,
         dead_letters: DeadLetterSink,
         *,
-        clock: Clock | None = None,
+        clock: Clock,
         client: BybitWsClient | None = None,
     ) -> None:
         self.settings = settings

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from adapters.ccxt.client import CcxtClient
 from adapters.ccxt.config import CcxtSettings
 from adapters.ccxt.parsing import closed_bars
-from adapters.system.clock import WallClock
 from engine.errors import InvalidInput
 from engine.events import Bar, DeadLetter, Interval
 from engine.ports import Clock, DeadLetterSink
@@ -37,12 +36,12 @@ class CcxtBackfillSource:
         settings: CcxtSettings,
         dead_letters: DeadLetterSink,
         *,
-        clock: Clock | None = None,
+        clock: Clock,
         client: CcxtClient | None = None,
     ) -> None:
         self.settings = settings
         self.dead_letters = dead_letters
-        self.clock: Clock = clock or WallClock()
+        self.clock = clock
         self.client = client or CcxtClient(settings)
         self._backoff = Backoff(initial_s=0.2, maximum_s=5.0)
 

@@ -5,15 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.errors import InvalidInput
+from engine.events import SENTIMENT_LABEL_INDEX
 
-# Every vocabulary we accept, mapped explicitly onto the engine's (bearish, neutral, bullish) order.
-LABEL_NAMES: dict[str, int] = {
-    "bearish": 0,
-    "negative": 0,
-    "neutral": 1,
-    "bullish": 2,
-    "positive": 2,
-}
+# Every vocabulary we accept (the engine's), mapped onto its (bearish, neutral, bullish) order.
+LABEL_NAMES = SENTIMENT_LABEL_INDEX
 # The financial-tweets set numbers its classes differently from the engine.
 TFNS_CODES: dict[str, int] = {"0": 0, "1": 2, "2": 1}
 

@@ -17,20 +17,21 @@ from typing import Any
 
 import orjson
 
-from adapters.bybit.decoder import FrameDecoder
-from adapters.bybit.frames import to_epoch_ms
 from engine.bars import closed_bar
+from engine.codecs import FrameDecoder, venue_codec
 from engine.errors import InvalidInput
 from engine.events import Bar, Event, Interval, NewsItem
+from engine.timestamps import to_epoch_ms
 
-RECORDING_SOURCES = ("bybit", "news")
+NEWS_SOURCE = "news"
 
 
-def parse_recording_line(line: str, decoder: FrameDecoder) -> list[Event]:
+def parse_recording_line(line: str, decoders: dict[str, FrameDecoder]) -> list[Event]:
     """One recording line -> its events; raises :class:`InvalidInput` with the reason.
 
-    Bybit frames go through the same stateful :class:`FrameDecoder` as the live websocket source,
-    so order books and ticker deltas replay exactly as they were applied live.
+    A venue's frames (``source`` = the venue, e.g. ``bybit``) go through that venue's registered codec
+    (:mod:`engine.codecs`), one stateful decoder per venue kept in ``decoders``: the same decoder the
+    live source uses, so order books and ticker deltas replay exactly as they were applied live.
     """
     try:
         record = orjson.loads(line)
@@ -43,15 +44,19 @@ def parse_recording_line(line: str, decoder: FrameDecoder) -> list[Event]:
         raise InvalidInput(f"recording line has no integer ts_init (epoch ms): {ts_init!r}")
     source = record.get("source")
     data = record.get("data")
-    match source:
-        case "bybit":
-            if not isinstance(data, Mapping):
-                raise InvalidInput("bybit data is not a JSON object")
-            return decoder.decode(data, ts_init)
-        case "news":
-            return [news_from_record(data, ts_init)]
-        case _:
-            raise InvalidInput(f"unknown recording source {source!r}; expected one of {RECORDING_SOURCES}")
+    if source == NEWS_SOURCE:
+        return [news_from_record(data, ts_init)]
+    if not isinstance(source, str):
+        raise InvalidInput(f"unknown recording source {source!r}")
+    decoder = decoders.get(source)
+    if decoder is None:
+        try:
+            decoder = decoders[source] = venue_codec(source).decoder()
+        except InvalidInput as exc:
+            raise InvalidInput(f"unknown recording source {source!r}: {exc.reason}; or 'news'") from None
+    if not isinstance(data, Mapping):
+        raise InvalidInput(f"{source} data is not a JSON object")
+    return decoder.decode(data, ts_init)
 
 
 def news_from_record(data: object, ts_init: int) -> NewsItem:

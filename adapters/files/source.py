@@ -13,15 +13,14 @@ from pathlib import Path
 
 import orjson
 
-from adapters.bybit.decoder import FrameDecoder
-from adapters.bybit.frames import to_epoch_ms
-from adapters.bybit.parsing import parse_interval
 from adapters.files.client import TruncatedFile, numbered_lines, open_text
 from adapters.files.config import FilesSettings
 from adapters.files.parsing import bar_from_kline_row, news_from_csv_row, parse_recording_line
+from engine.codecs import FrameDecoder, venue_codec
 from engine.errors import InvalidInput
 from engine.events import Bar, DeadLetter, Event, Interval, NewsItem
 from engine.runtime import RuntimeItem
+from engine.timestamps import to_epoch_ms
 
 _INTERVAL_BY_MS = {i.ms: i for i in Interval}
 _SYMBOL_FROM_NAME = re.compile(r"^([A-Za-z0-9]+?)(?:_|-|\.|$)")
@@ -48,9 +47,6 @@ class FileSource:
         return DeadLetter(exc.reason, str(self.path), raw[:2000], line, ts_init)
 
 
-_KLINE_TOPIC = re.compile(r'"topic"\s*:\s*"kline\.([^".]+)\.')
-
-
 class RecordingSource(FileSource):
     """JSONL(.gz) recording of Bybit v5 frames and news items, each with its receive time."""
 
@@ -59,29 +55,26 @@ class RecordingSource(FileSource):
 
     @functools.cached_property
     def interval(self) -> Interval | None:
-        """The interval of the first ``kline.{i}.{S}`` frame in the first 10,000 lines, if any (so a replay
-        of a 5m recording does not default to 1m and use no bar)."""
+        """The interval of the first kline frame in the first 10,000 lines, as its venue's codec reads it
+        (so a replay of a 5m recording does not default to 1m and use no bar)."""
         try:
             for number, line in numbered_lines(self.path):
                 if number > 10_000:
                     break
-                match = _KLINE_TOPIC.search(line)
-                if match:
-                    try:
-                        return parse_interval(match.group(1))
-                    except InvalidInput:
-                        return None
+                interval = _kline_interval(line)
+                if interval is not None:
+                    return interval
         except TruncatedFile:
             return None  # items() reports the cut
         return None
 
     def items(self) -> Iterator[RuntimeItem]:
         last_ts = 0
-        decoder = FrameDecoder()
+        decoders: dict[str, FrameDecoder] = {}
         try:
             for number, line in numbered_lines(self.path):
                 try:
-                    parsed = parse_recording_line(line, decoder)
+                    parsed = parse_recording_line(line, decoders)
                 except InvalidInput as exc:
                     # The line's own receive time when it still has one, so the dead letter sorts where it was.
                     yield self._dead(exc, line, number, _line_ts_init(line, last_ts))
@@ -162,6 +155,17 @@ class NewsCsvSource(FileSource):
         # merge_in_time_order, or a late-dated bad row would hold back every news item before it.
         items: list[NewsItem | DeadLetter] = [*dead, *news]
         yield from sorted(items, key=lambda item: item.ts_event if isinstance(item, NewsItem) else item.ts_init)
+
+
+def _kline_interval(line: str) -> Interval | None:
+    if '"kline' not in line:  # cheap: most lines are trades, tickers and books
+        return None
+    try:
+        record = orjson.loads(line)
+        data, source = record["data"], record["source"]
+        return venue_codec(source).interval(data) if isinstance(data, dict) else None
+    except (orjson.JSONDecodeError, KeyError, TypeError, InvalidInput):
+        return None
 
 
 def _line_ts_init(line: str, fallback: int) -> int:

@@ -1,6 +1,7 @@
 """Kafka record values -> engine events. The wire formats of market.raw and news.raw.
 
-market.raw values are either a raw venue frame in an envelope, parsed by that venue's parser::
+market.raw values are either a raw venue frame in an envelope, decoded by that venue's registered codec
+(:mod:`engine.codecs`; the Bybit adapter registers ``BybitFrame``)::
 
     {"v": 1, "type": "BybitFrame", "ts_init": 1717171717000, "frame": {...Bybit v5 public frame...}}
 
@@ -15,35 +16,25 @@ from typing import Any
 
 import orjson
 
-from adapters.bybit.parsing import OrderBookUpdate, parse_frame
+from engine.codecs import envelope_type, envelope_venue, venue_codec
 from engine.errors import InvalidInput
-from engine.events import Bar, BookTop, NewsItem, Ticker, Trade
+from engine.events import Bar, BookTop, MarketEvent, NewsItem, Ticker, Trade
 from engine.serialization import SCHEMA_VERSION, decode_event
 
-MarketItem = Trade | Bar | Ticker | BookTop | OrderBookUpdate
 WATERMARK = "Watermark"
 
 
-def encode_frame(frame: dict[str, Any], ts_init: int, venue: str = "bybit") -> bytes:
-    """Envelope for a raw venue frame on market.raw."""
-    if venue != "bybit":
-        raise InvalidInput(f"no parser for venue {venue!r}")
-    return orjson.dumps({"v": SCHEMA_VERSION, "type": "BybitFrame", "ts_init": ts_init, "frame": frame})
+def encode_frame(frame: dict[str, Any], ts_init: int, venue: str) -> bytes:
+    """Envelope for a raw venue frame on market.raw; ``venue`` must have a registered codec."""
+    venue_codec(venue)  # InvalidInput naming the known venues
+    return orjson.dumps({"v": SCHEMA_VERSION, "type": envelope_type(venue), "ts_init": ts_init, "frame": frame})
 
 
 def encode_watermark(ts_init: int) -> bytes:
     return orjson.dumps({"v": SCHEMA_VERSION, "type": WATERMARK, "ts_init": ts_init})
 
 
-def frame_symbol(frame: dict[str, Any]) -> str:
-    """The symbol a Bybit frame is about (last part of its topic), the market.raw key."""
-    topic = frame.get("topic")
-    if not isinstance(topic, str) or "." not in topic:
-        raise InvalidInput(f"frame has no symbol topic: {str(topic)[:80]!r}")
-    return topic.rsplit(".", 1)[1]
-
-
-def decode_market(value: bytes) -> list[MarketItem] | None:
+def decode_market(value: bytes) -> list[MarketEvent] | None:
     """A market.raw value -> its events; ``None`` for a watermark. Raises InvalidInput with the reason."""
     try:
         data = orjson.loads(value)
@@ -54,12 +45,16 @@ def decode_market(value: bytes) -> list[MarketItem] | None:
     kind = data.get("type")
     if data.get("v") != SCHEMA_VERSION:
         raise InvalidInput(f"unsupported schema version {data.get('v')!r}")
+    venue = envelope_venue(kind)
+    if venue is not None:
+        ts_init = data.get("ts_init")
+        if not isinstance(ts_init, int) or isinstance(ts_init, bool):
+            raise InvalidInput(f"{kind} has no integer ts_init: {ts_init!r}")
+        frame = data.get("frame")
+        if not isinstance(frame, dict):
+            raise InvalidInput(f"{kind} has no frame object")
+        return venue_codec(venue).decode(frame, ts_init)
     match kind:
-        case "BybitFrame":
-            ts_init = data.get("ts_init")
-            if not isinstance(ts_init, int) or isinstance(ts_init, bool):
-                raise InvalidInput(f"BybitFrame has no integer ts_init: {ts_init!r}")
-            return list(parse_frame(data.get("frame"), ts_init))  # type: ignore[arg-type]  # venue frames hold market events only
         case "Watermark":
             return None
         case "Bar" | "Trade" | "Ticker" | "BookTop":

@@ -41,7 +41,6 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from adapters.bybit.parsing import OrderBookUpdate
 from adapters.kafka.client import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
@@ -54,7 +53,7 @@ from adapters.kafka.client import (
 )
 from adapters.kafka.config import KafkaSettings
 from adapters.kafka.ordering import MARKET_HEADER, NEWS_HEADER, key_partition, market_header
-from adapters.kafka.parsing import encode_frame, encode_watermark, frame_symbol
+from adapters.kafka.parsing import encode_watermark
 from engine.errors import FatalError, InvalidInput, TransientError
 from engine.events import Bar, BookTop, DeadLetter, NewsItem, Ticker, Trade
 from engine.retry import Backoff, retry_transient
@@ -72,27 +71,18 @@ _WINDOW_S = 1.0  # ...or seconds: an outage is noticed within about a second eve
 _PROBE_S = 1.0  # unacknowledged records that long: is the broker's port still open?
 
 
-@dataclass(frozen=True, slots=True)
-class RawFrame:
-    """A raw venue frame with its receive time, published as-is for the worker to parse."""
-
-    frame: dict[str, Any]
-    ts_init: int
-
-
-PublishItem = RawFrame | Trade | Bar | Ticker | BookTop | NewsItem | DeadLetter | OrderBookUpdate
+PublishItem = Trade | Bar | Ticker | BookTop | NewsItem | DeadLetter
 
 
 @dataclass(slots=True)
 class PublishReport:
-    """What a publish did. ``items`` = market + news + dead_letters + skipped + already_published."""
+    """What a publish did. ``items`` = market + news + dead_letters + already_published."""
 
     items: int = 0  # items read from the input
     market: int = 0  # market records written (bars, trades, tickers, book tops, raw frames)
     news: int = 0  # news items written (at least one copy by this run)
     news_copies: int = 0  # news records written: one per news.raw partition
     dead_letters: int = 0
-    skipped: int = 0  # order-book updates: not published (a recording replays their tops)
     watermarks: int = 0
     already_published: int = 0  # items --resume found on the topics and did not write again
     already_published_records: int = 0  # their records (and the copies of partly published news)
@@ -103,8 +93,7 @@ class PublishReport:
 
     def line(self) -> str:
         text = (f"{self.items:,} items read: {self.market:,} market records, {self.news:,} news "
-                f"({self.news_copies:,} copies), {self.dead_letters:,} dead letters, "
-                f"{self.skipped:,} order-book updates not published")
+                f"({self.news_copies:,} copies), {self.dead_letters:,} dead letters")
         if self.already_published or self.already_published_records:
             text += (f", {self.already_published:,} already published (--resume; "
                      f"{self.already_published_records:,} records skipped)")
@@ -202,10 +191,7 @@ class RecordingPublisher:
         return self.report
 
     def _plan(self, seq: int, item: PublishItem) -> list[_Record]:
-        """The records of item ``seq`` still to write (none: an order-book update, or all already there)."""
-        if isinstance(item, OrderBookUpdate):
-            self.report.skipped += 1  # the live source applies books; a recording replays their tops
-            return []
+        """The records of item ``seq`` still to write (none when all are already there)."""
         records = self._records_for(seq, item)
         fresh = [r for r in records if r.seq > self._done.get(r.tp, -1)]
         self.report.already_published_records += len(records) - len(fresh)
@@ -243,17 +229,8 @@ class RecordingPublisher:
             key = item.source.encode()
             partition = key_partition(key, self._dead_partitions)  # where the default partitioner puts it
             return [_Record(seq, "dead", TopicPartition(topics.deadletter, partition), key, encode_event(item))]
-        symbol: str
-        if isinstance(item, RawFrame):
-            try:
-                symbol = frame_symbol(item.frame)
-            except InvalidInput:
-                symbol = "unknown"
-            value = encode_frame(item.frame, item.ts_init)
-        else:
-            assert not isinstance(item, OrderBookUpdate)
-            symbol, value = item.symbol, encode_event(item)
-        key = symbol.encode()
+        key = item.symbol.encode()
+        value = encode_event(item)
         partition = key_partition(key, len(self._market_next))
         return [_Record(seq, "market", TopicPartition(topics.market_raw, partition), key, value)]
 

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters.datasets.parsing import LABEL_NAMES
 from adapters.model.config import ModelSettings
 from engine.errors import FatalError, InvalidInput, MissingDependency
-from engine.events import SENTIMENT_LABELS
+from engine.events import SENTIMENT_LABEL_INDEX, SENTIMENT_LABELS
 
 if TYPE_CHECKING:
     import torch
@@ -168,7 +167,7 @@ def head_label_index(id2label: dict[int, str] | None) -> tuple[int, int, int] | 
         return None
     ours: dict[int, int] = {}
     for column, name in id2label.items():
-        ours_idx = LABEL_NAMES.get(str(name).strip().lower())
+        ours_idx = SENTIMENT_LABEL_INDEX.get(str(name).strip().lower())
         if ours_idx is None:
             return None
         ours[ours_idx] = int(column)

@@ -22,11 +22,11 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TypeVar, cast
 
-from adapters.inprocess.store import InMemoryFeatureStore
 from adapters.redis.client import connect, transient_errors
 from adapters.redis.config import RedisSettings
 from engine.errors import InvalidInput, TransientError
 from engine.events import FEATURE_NAMES, Bar, Features
+from engine.ports import FeatureStore
 from engine.retry import Backoff, retry_transient
 from engine.serialization import decode_event, encode_event
 
@@ -200,9 +200,9 @@ class ResilientFeatureStore:
     is written.
     """
 
-    def __init__(self, redis_store: RedisFeatureStore, local: InMemoryFeatureStore | None = None) -> None:
+    def __init__(self, redis_store: RedisFeatureStore, local: FeatureStore) -> None:
         self.redis = redis_store
-        self.local = local or InMemoryFeatureStore()
+        self.local = local  # the embedded in-memory store, given by the composition
         self.healthy = True
         self.outages = 0
         self._flusher: asyncio.Task[None] | None = None

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from adapters.rss.client import RssClient
 from adapters.rss.config import RssSettings
 from adapters.rss.parsing import parse_feed
-from adapters.system.clock import WallClock
 from engine.errors import InvalidInput, TransientError
 from engine.events import DeadLetter, NewsItem
 from engine.ports import Clock, DeadLetterSink
@@ -46,12 +45,12 @@ class RssNewsSource:
         settings: RssSettings,
         dead_letters: DeadLetterSink,
         *,
-        clock: Clock | None = None,
+        clock: Clock,
         client: RssClient | None = None,
     ) -> None:
         self.settings = settings
         self.dead_letters = dead_letters
-        self.clock: Clock = clock or WallClock()
+        self.clock = clock
         self.client = client or RssClient(settings)
         self.stats = PollStats()
         self._seen: OrderedDict[str, None] = OrderedDict()

@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 from adapters.bybit.frames import klines_to_frames, orderbook_frames, trade_frame
 from adapters.bybit.parsing import parse_frame
 from adapters.bybit.source import BybitTickSource
+from adapters.system.clock import WallClock
 from engine.events import Bar, BookTop, Event, Interval, Trade
 from testkit.bybit_ws import BybitTestServer, FeedEntry, load_kline_csv, load_recording
 from tests.support.servers import CollectingDeadLetters, bybit_ws_server, eventually, fast_bybit_settings
@@ -106,7 +107,7 @@ async def test_source_subscribes_and_turns_confirmed_klines_into_bars() -> None:
     frames = klines_to_frames(kline_rows(30), "BTCUSDT", Interval.M1)
     dead = CollectingDeadLetters()
     async with bybit_ws_server(frames) as server:
-        source = BybitTickSource(fast_bybit_settings(server.url), dead)
+        source = BybitTickSource(fast_bybit_settings(server.url), dead, clock=WallClock())
         async with running(source) as events:
             await eventually(lambda: len(events) == 30)
         assert server.subscribe_requests == [["kline.1.BTCUSDT"]]
@@ -118,7 +119,8 @@ async def test_source_subscribes_and_turns_confirmed_klines_into_bars() -> None:
 
 async def test_source_pings_every_interval_and_sees_pongs() -> None:
     async with bybit_ws_server() as server:
-        source = BybitTickSource(fast_bybit_settings(server.url, ping_interval_s=0.05), CollectingDeadLetters())
+        settings = fast_bybit_settings(server.url, ping_interval_s=0.05)
+        source = BybitTickSource(settings, CollectingDeadLetters(), clock=WallClock())
         async with running(source):
             await eventually(lambda: source.client.stats.pongs >= 3)
         assert server.pings >= 3
@@ -129,7 +131,9 @@ async def test_source_pings_every_interval_and_sees_pongs() -> None:
 async def test_source_reconnects_after_drop_and_resubscribes_without_losing_bars() -> None:
     frames = klines_to_frames(kline_rows(40), "BTCUSDT", Interval.M1)
     async with bybit_ws_server(frames[:15]) as server:
-        source = BybitTickSource(fast_bybit_settings(server.url, trades=True, tickers=True), CollectingDeadLetters())
+        source = BybitTickSource(
+            fast_bybit_settings(server.url, trades=True, tickers=True), CollectingDeadLetters(), clock=WallClock(),
+        )
         async with running(source) as events:
             await eventually(lambda: len(events) == 15)
             await server.drop()
@@ -145,7 +149,7 @@ async def test_source_reconnects_after_drop_and_resubscribes_without_losing_bars
 async def test_control_message_drops_connection_and_source_comes_back() -> None:
     frames = klines_to_frames(kline_rows(10), "BTCUSDT", Interval.M1)
     async with bybit_ws_server(frames[:5]) as server:
-        source = BybitTickSource(fast_bybit_settings(server.url), CollectingDeadLetters())
+        source = BybitTickSource(fast_bybit_settings(server.url), CollectingDeadLetters(), clock=WallClock())
         async with running(source) as events:
             await eventually(lambda: len(events) == 5)
             await source.client.send_raw({"op": "control", "args": ["drop"]})
@@ -159,7 +163,7 @@ async def test_stalled_server_misses_pong_and_source_reconnects() -> None:
     frames = klines_to_frames(kline_rows(6), "BTCUSDT", Interval.M1)
     async with bybit_ws_server(frames[:3]) as server:
         settings = fast_bybit_settings(server.url, ping_interval_s=0.1, pong_timeout_s=0.2)
-        source = BybitTickSource(settings, CollectingDeadLetters())
+        source = BybitTickSource(settings, CollectingDeadLetters(), clock=WallClock())
         async with running(source) as events:
             await eventually(lambda: len(events) == 3)
             server.stall()
@@ -175,7 +179,7 @@ async def test_malformed_json_is_dead_lettered_and_stream_continues() -> None:
     frames = klines_to_frames(kline_rows(8), "BTCUSDT", Interval.M1)
     dead = CollectingDeadLetters()
     async with bybit_ws_server(frames[:4]) as server:
-        source = BybitTickSource(fast_bybit_settings(server.url), dead)
+        source = BybitTickSource(fast_bybit_settings(server.url), dead, clock=WallClock())
         async with running(source) as events:
             await eventually(lambda: len(events) == 4)
             await server.control("malformed")
@@ -195,7 +199,7 @@ async def test_bad_frame_content_is_dead_lettered_with_reason() -> None:
     bad["data"][0]["p"] = "one hundred"
     dead = CollectingDeadLetters()
     async with bybit_ws_server([good, bad, good]) as server:
-        source = BybitTickSource(fast_bybit_settings(server.url, klines=False, trades=True), dead)
+        source = BybitTickSource(fast_bybit_settings(server.url, klines=False, trades=True), dead, clock=WallClock())
         async with running(source) as events:
             await eventually(lambda: len(events) == 2 and dead.count == 1)
     assert all(isinstance(e, Trade) for e in events)
@@ -208,7 +212,7 @@ async def test_orderbook_gap_triggers_resubscribe_and_book_resyncs() -> None:
     dead = CollectingDeadLetters()
     async with bybit_ws_server(book[:11]) as server:
         settings = fast_bybit_settings(server.url, klines=False, orderbook_depth=50)
-        source = BybitTickSource(settings, dead)
+        source = BybitTickSource(settings, dead, clock=WallClock())
         async with running(source) as events:
             await eventually(lambda: len(events) == 11)
             server.skip_sequence(topic)
@@ -237,7 +241,7 @@ async def test_recording_replay_skips_other_sources(tmp_path: Path) -> None:
     assert [e.frame for e in entries] == frames
     assert entries[0].ts_init == frames[0]["ts"] + 5
     async with bybit_ws_server(entries, speed=1000.0) as server:
-        source = BybitTickSource(fast_bybit_settings(server.url), CollectingDeadLetters())
+        source = BybitTickSource(fast_bybit_settings(server.url), CollectingDeadLetters(), clock=WallClock())
         async with running(source) as events:
             await eventually(lambda: len(events) == 3)
     assert [bar_key(e) for e in events] == expected_bars(frames)
@@ -280,7 +284,7 @@ async def test_a_server_that_acks_and_drops_is_backed_off_until_max_reconnects()
     from engine.errors import TransientError
 
     async with bybit_ws_server() as server:
-        client = BybitWsClient(fast_bybit_settings(server.url, max_reconnects=3))
+        client = BybitWsClient(fast_bybit_settings(server.url, max_reconnects=3), clock=WallClock())
         await client.subscribe(["kline.1.BTCUSDT"])
 
         async def drop_after_each_ack() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from adapters.kafka.bench import LEXICON_MODEL, run_kafka_bench
+from testkit.kafka_bench import LEXICON_MODEL, run_kafka_bench
 
 
 async def test_kafka_bench_reports_rates_and_latencies_for_every_item(kafka_bootstrap: str) -> None:

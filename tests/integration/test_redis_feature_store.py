@@ -7,6 +7,7 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
+from adapters.inprocess.store import InMemoryFeatureStore
 from adapters.redis.config import RedisSettings
 from adapters.redis.store import RedisFeatureStore, ResilientFeatureStore
 from engine.errors import TransientError
@@ -181,7 +182,7 @@ async def test_engine_keeps_running_on_local_state_while_redis_is_down_then_catc
             "reconnect_max_s": 0.2,
         }
     )
-    store = ResilientFeatureStore(RedisFeatureStore(fast))
+    store = ResilientFeatureStore(RedisFeatureStore(fast), InMemoryFeatureStore())
     for bar, f in zip(bars[:10], feats[:10], strict=True):
         await store.save(bar, f)
     await asyncio.sleep(0.1)

@@ -307,3 +307,34 @@ async def test_two_workers_one_killed_the_survivor_takes_over_with_replays_signa
                 w.stop()
     figures = check_against_replay(got, expected)
     print(f"2 workers, kill -9 one: {figures}, every signal {took:.1f} s after the kill")
+
+
+async def test_broker_stopped_for_20_s_while_publishing_loses_no_signal(
+    kafka_service, unique: str, tmp_path: Path
+) -> None:
+    settings = settings_for(kafka_service.bootstrap, unique)
+    await ensure_topics(settings)
+    env = env_for(settings, tmp_path / "faust")
+    expected = await _expected(tmp_path, env)
+    worker = WorkerProcess(settings, tmp_path / "worker", model=PACED, args=("--interval", "1d"))
+    worker.start()
+    # ~60 s of publishing (the daily files span five years), so the outage lands mid-publish.
+    publisher = asyncio.create_task(asyncio.to_thread(
+        _cli, ["replay", *_inputs(), "--to-kafka", kafka_service.bootstrap, "--speed", "2500000"], env))
+    try:
+        await _wait_for_count(settings, len(expected) // 10, worker)
+        await asyncio.to_thread(kafka_service.stop)
+        try:
+            await asyncio.sleep(20)
+        finally:
+            await asyncio.to_thread(kafka_service.start)
+        result = await publisher
+        assert result.returncode == 0, result.stderr[-3000:]
+        got = await _wait_for_count(settings, len(expected), worker, timeout_s=400)
+        await asyncio.sleep(2)
+        got = signal_records(await read_topic(settings, settings.topics.signals, idle_s=2))
+        worker.assert_alive()
+    finally:
+        worker.stop()
+    figures = check_against_replay(got, expected)
+    print(f"broker stopped 20 s mid-publish: {figures}; publisher: {result.stderr.strip().splitlines()[-1]}")

@@ -8,12 +8,13 @@ import pytest
 
 from adapters.bybit.client import BybitWsClient
 from adapters.bybit.config import BybitSettings
+from adapters.system.clock import WallClock
 from engine.errors import TransientError
 
 
 async def subscribed_client(fail_sends: bool) -> tuple[BybitWsClient, list[dict[str, Any]]]:
     """A "connected" client subscribed to trades and a book, whose sends are recorded (and fail if asked)."""
-    client = BybitWsClient(BybitSettings())
+    client = BybitWsClient(BybitSettings(), clock=WallClock())
     await client.subscribe(["publicTrade.BTCUSDT", "orderbook.50.BTCUSDT"])
     sent: list[dict[str, Any]] = []
 

@@ -28,7 +28,7 @@ from adapters.kafka.parsing import encode_frame
 from engine.events import NewsItem
 from engine.serialization import decode_signal, encode_event
 
-REPO = Path(__file__).resolve().parents[2]  # the worker imports --model specs from the repository root
+REPO = Path(__file__).resolve().parents[1]  # the worker imports --model specs from the repository root
 LEXICON_MODEL = "tests.support.lexicon_model:LexiconSentimentModel"
 
 
@@ -90,7 +90,7 @@ async def _publish_frames(settings: KafkaSettings, frames: int, per_bar: int) ->
     try:
         for i in range(frames):
             frame = trade_frame("BTCUSDT", i, t0, per_bar)
-            await producer.send(settings.topics.market_raw, encode_frame(frame, frame["ts"]), key=b"BTCUSDT")
+            await producer.send(settings.topics.market_raw, encode_frame(frame, frame["ts"], "bybit"), key=b"BTCUSDT")
         await producer.flush()
     finally:
         await producer.stop()
