@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_settings import NoDecode
 
 from engine.events import Interval
@@ -47,6 +47,8 @@ DEFAULT_SYMBOL_NAMES: dict[str, str] = {
 class BatcherSettings(BaseModel):
     """Sentiment micro-batching."""
 
+    model_config = ConfigDict(frozen=True)
+
     max_batch: int = Field(64, ge=1, le=4096, description="Texts per model call at most.")
     max_wait_ms: int = Field(50, ge=0, le=60_000, description="Longest a text waits for its batch to fill.")
     max_text_chars: int = Field(4000, ge=1, description="Longer texts are rejected as InvalidInput.")
@@ -56,6 +58,8 @@ class BatcherSettings(BaseModel):
 class AggregatorSettings(BaseModel):
     """Confidence-weighted news vote."""
 
+    model_config = ConfigDict(frozen=True)
+
     window_ms: int = Field(86_400_000, gt=0, description="Only news published within this window counts.")
     half_life_ms: int = Field(21_600_000, gt=0, description="A news item's weight halves every half-life.")
     threshold: float = Field(0.7, ge=0.0, le=1.0, description="Confidence at or above which a signal is actionable.")
@@ -64,6 +68,8 @@ class AggregatorSettings(BaseModel):
 
 class SymbolMapSettings(BaseModel):
     """How news is mapped to trading symbols."""
+
+    model_config = ConfigDict(frozen=True)
 
     names: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_SYMBOL_NAMES),
@@ -79,6 +85,8 @@ class SymbolMapSettings(BaseModel):
 
 class EngineSettings(BaseModel):
     """Everything the pure engine needs."""
+
+    model_config = ConfigDict(frozen=True)
 
     interval: Interval = Field(Interval.M1, description="Bar interval features are computed on.")
     bars_from: Literal["klines", "trades"] = Field(

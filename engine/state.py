@@ -22,14 +22,20 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
 from engine.errors import InvalidInput
 
-if TYPE_CHECKING:
-    from engine.pipeline import SignalEngine
+
+class SignalEngine(Protocol):
+    """What a snapshot needs of :class:`engine.pipeline.SignalEngine` (named here, not imported: the engine's
+    classes import this module's helpers)."""
+
+    def state(self) -> dict[str, Any]: ...
+
+    def restore_state(self, state: dict[str, Any]) -> None: ...
 
 STATE_VERSION = 1
 """Version of the engine-state layout. Bump it whenever any ``state()`` layout changes."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine.config import SymbolList
 from engine.events import Interval
@@ -14,6 +14,8 @@ Category = Literal["linear", "inverse", "spot", "option"]
 
 class BybitSettings(BaseModel):
     """Bybit v5 public market data over websocket (the REST backfill is ccxt's: ``SIGSTREAM_CCXT__REST_URL``)."""
+
+    model_config = ConfigDict(frozen=True)
 
     ws_url: str = Field(
         "wss://stream.bybit.com/v5/public/linear",

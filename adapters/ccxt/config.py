@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.config import SymbolList
 from engine.events import Interval
@@ -11,6 +11,8 @@ from engine.events import Interval
 class CcxtSettings(BaseModel):
     """Which exchange ccxt talks to, where, how much history warms the features at start-up, and whether the
     bars a reconnect missed are fetched too."""
+
+    model_config = ConfigDict(frozen=True)
 
     exchange: str = Field("bybit", description="ccxt exchange id (the async client is used).")
     rest_url: str | None = Field(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 def _default_data_dir() -> Path:
@@ -15,6 +15,8 @@ def _default_data_dir() -> Path:
 
 class DatasetSettings(BaseModel):
     """Paths and the fixed held-out split of the labelled sentiment sets."""
+
+    model_config = ConfigDict(frozen=True)
 
     data_dir: Path = Field(
         default_factory=_default_data_dir,

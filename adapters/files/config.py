@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 def default_data_dir() -> Path:
@@ -18,6 +18,8 @@ def default_data_dir() -> Path:
 
 class FilesSettings(BaseModel):
     """Where datasets are read from and replay output is written."""
+
+    model_config = ConfigDict(frozen=True)
 
     data_dir: Path = Field(default_factory=default_data_dir, description="Shared datasets (never copied in).")
     out_dir: Path = Field(Path("out"), description="Default folder for replay/backtest output.")

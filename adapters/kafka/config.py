@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 def default_cache_dir() -> Path:
@@ -18,6 +18,8 @@ def default_cache_dir() -> Path:
 
 class TopicNames(BaseModel):
     """Topic names; every one can be renamed, e.g. ``SIGSTREAM_KAFKA__TOPICS__SIGNALS=prod.signals``."""
+
+    model_config = ConfigDict(frozen=True)
 
     market_raw: str = Field("market.raw", description="Raw venue frames and market events, keyed by symbol.")
     market_bars: str = Field("market.bars", description="Closed bars with their features, keyed by symbol.")
@@ -43,6 +45,8 @@ class TopicNames(BaseModel):
 class KafkaSettings(BaseModel):
     """Kafka brokers, topics and delivery guarantees for the faust worker and the publisher."""
 
+    model_config = ConfigDict(frozen=True)
+
     bootstrap: str = Field("127.0.0.1:9092", description="Comma-separated host:port list of brokers.")
     topics: TopicNames = Field(default_factory=TopicNames)
     partitions: int = Field(4, ge=1, le=1024, description="Partitions of each topic sigstream creates.")
@@ -62,6 +66,9 @@ class KafkaSettings(BaseModel):
         10.0, gt=0, description="A worker silent this long (killed, hung) loses its partitions to the others."
     )
     heartbeat_interval_s: float = Field(3.0, gt=0, description="How often a worker tells the group it is alive.")
+    max_outage_s: float = Field(
+        300.0, gt=0, description="Longest the publisher waits for an unreachable broker before it exits 1."
+    )
     stop_timeout_s: float = Field(
         25.0, gt=0, description="Longest a stop may take (e.g. an unreachable broker); then the worker exits 1."
     )

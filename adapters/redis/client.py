@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from adapters.redis.config import RedisSettings
-from engine.errors import MissingDependency, TransientError
+from engine.errors import InvalidInput, MissingDependency, TransientError
 
 try:
     import redis.asyncio as aioredis
@@ -19,6 +19,8 @@ except ModuleNotFoundError as exc:  # pragma: no cover - redis is a declared dep
 
 def connect(settings: RedisSettings) -> aioredis.Redis:
     """An asyncio client for ``settings.url``; connections are opened lazily, on first command."""
+    if settings.url is None:
+        raise InvalidInput("no Redis URL: give --redis URL or SIGSTREAM_REDIS__URL")
     return aioredis.Redis.from_url(
         settings.url,
         socket_timeout=settings.socket_timeout_s,

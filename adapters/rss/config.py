@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import NoDecode
 
 
 class RssSettings(BaseModel):
     """Which feeds to poll and how often."""
+
+    model_config = ConfigDict(frozen=True)
 
     feeds: Annotated[tuple[str, ...], NoDecode] = Field(
         ("https://www.coindesk.com/arc/outboundfeeds/rss/",),

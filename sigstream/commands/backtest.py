@@ -15,7 +15,6 @@ from engine.backtest import BacktestSettings
 from engine.errors import InvalidInput
 from engine.events import Interval
 from sigstream.backtesting import (
-    engine_settings_for,
     open_backtest_sources,
     report_dict,
     report_json,
@@ -23,7 +22,7 @@ from sigstream.backtesting import (
     summary_rows,
     write_report,
 )
-from sigstream.settings import load_settings, validated
+from sigstream.settings import flag, load_settings, validated, with_overrides
 
 console = Console(stderr=True)
 
@@ -66,7 +65,11 @@ def backtest(
     The same engine code as live and replay makes every decision, on event time; fees and slippage
     are charged on every fill, and buy-and-hold over the same bars is the benchmark.
     """
-    settings = load_settings()
+    settings = with_overrides(
+        load_settings(),
+        flag("--interval", interval, "engine.interval"),
+        flag("--confidence-threshold", confidence_threshold, "engine.aggregator.threshold"),
+    )
     symbol = symbol.strip().upper()
     start_ms, end_ms = _time_option(start, "--start"), _time_option(end, "--end")
     account = validated(
@@ -77,7 +80,6 @@ def backtest(
         slippage_bps=slippage_bps,
         allow_short=short,
     )
-    engine_settings = engine_settings_for(settings.engine, interval, confidence_threshold)
     sources = open_backtest_sources(prices, news, symbol=symbol, interval=interval, files=settings.files)
 
     from adapters.model import load_sentiment_model  # torch loads only once the inputs are known good
@@ -87,7 +89,7 @@ def backtest(
         run_backtest_files(
             sources,
             model,
-            engine_settings,
+            settings.engine,
             account,
             symbol=symbol,
             start_ms=start_ms,

@@ -28,33 +28,25 @@ def evaluate(
     ``model_dir`` is a peft adapter directory (served on ``base``, default the bundled MiniLM) or a full
     sequence-classification model (path or hub id); None serves the shipped default adapter.
     """
-    from pydantic import ValidationError
-
     from adapters.datasets import load_spec
-    from adapters.model import ModelSettings, TransformersSentimentModel
-    from sigstream.settings import load_settings
+    from adapters.model import TransformersSentimentModel
+    from sigstream.settings import flag, load_settings, with_overrides
     from sigstream.training.metrics import classification_metrics
 
     data = load_spec(data_spec)
     if not data.examples:
         raise InvalidInput(f"{data_spec}: no usable rows ({len(data.bad_rows)} bad)")
-    update: dict[str, Any] = {}
-    if model_dir is not None:
-        if (Path(model_dir) / "adapter_config.json").is_file():
-            update["adapter"] = model_dir
-        else:
-            update.update(base=model_dir, adapter=None)
-    if base is not None:
-        update["base"] = base
-    if batch_size is not None:
-        update["batch_size"] = batch_size
-    if quantize is not None:
-        update["quantize"] = quantize
-    try:
-        # Flags over SIGSTREAM_MODEL__* (the served configuration), over the defaults.
-        settings = ModelSettings.model_validate({**load_settings().model.model_dump(), **update})
-    except ValidationError as exc:
-        raise InvalidInput(f"bad model option: {exc.errors()[0]['msg']}") from None
+    full_model = model_dir is not None and not (Path(model_dir) / "adapter_config.json").is_file()
+    # Flags over SIGSTREAM_MODEL__* (the served configuration), over the defaults.
+    settings = with_overrides(
+        load_settings(),
+        flag("--model", model_dir, "model.base" if full_model else "model.adapter"),
+        # A full model is served alone: "none" is ModelSettings' word for no adapter (None: "flag not given").
+        flag("--model", "none" if full_model else None, "model.adapter"),
+        flag("--base", base, "model.base"),
+        flag("--batch-size", batch_size, "model.batch_size"),
+        flag("--quantize", quantize, "model.quantize"),
+    ).model
     model = (
         TransformersSentimentModel.baseline(settings) if baseline else TransformersSentimentModel.optimized(settings)
     )

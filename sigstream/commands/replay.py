@@ -12,7 +12,7 @@ from rich.table import Table
 from engine.errors import InvalidInput
 from engine.events import Interval
 from sigstream.replaying import ReplayOutputs, open_sources, resolve_interval, run_replay
-from sigstream.settings import Settings, load_settings
+from sigstream.settings import Settings, flag, load_settings, with_overrides
 
 console = Console(stderr=True)
 
@@ -67,14 +67,15 @@ def replay(
         raise InvalidInput("--speed only applies with --to-kafka (an in-process replay always runs at full speed)")
     elif resume or max_outage_s is not None:
         raise InvalidInput(f"{'--resume' if resume else '--max-outage-s'} only applies with --to-kafka")
-    settings = load_settings()
+    settings = with_overrides(load_settings(), flag("--to-kafka", to_kafka, "kafka.bootstrap"),
+                              flag("--bars-from", bars_from, "engine.bars_from"))
     sources = open_sources(paths, news, symbol=symbol, interval=interval, files=settings.files)
     if to_kafka:
-        _publish(sources, settings, to_kafka, _parse_speed(speed or "max"), resume=resume, max_outage_s=max_outage_s)
+        _publish(sources, settings, _parse_speed(speed or "max"), resume=resume, max_outage_s=max_outage_s)
         return
-    engine_settings = settings.engine.model_copy(
-        update={"interval": resolve_interval(sources, interval, settings.engine.interval), "bars_from": bars_from}
-    )
+    settings = with_overrides(settings, flag(
+        "--interval", resolve_interval(sources, interval, settings.engine.interval), "engine.interval"))
+    engine_settings = settings.engine
     if model_spec:
         from sigstream.commands.worker import load_model
 
@@ -122,18 +123,18 @@ def _parse_speed(text: str) -> float | None:
     return value
 
 
-def _publish(sources: list, settings: Settings, bootstrap: str, speed: float | None, *, resume: bool = False,
+def _publish(sources: list, settings: Settings, speed: float | None, *, resume: bool = False,
              max_outage_s: float | None = None) -> None:
     from adapters.files.source import merge_in_time_order
     from sigstream.ingest import publish_items
 
-    kafka = settings.kafka.model_copy(update={"bootstrap": bootstrap})
+    kafka = settings.kafka
     report = asyncio.run(publish_items(merge_in_time_order(sources), kafka, speed, max_outage_s=max_outage_s,
                                        resume=resume))
     if resume:
         console.print(f"resume: {report.already_published:,} items already on the topics were skipped "
                       f"({report.already_published_records:,} records)", soft_wrap=True, markup=False)
-    console.print(f"published to {bootstrap}: {report.line()}", soft_wrap=True, markup=False)
+    console.print(f"published to {kafka.bootstrap}: {report.line()}", soft_wrap=True, markup=False)
 
 
 def register(app: typer.Typer) -> None:

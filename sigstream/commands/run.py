@@ -17,13 +17,12 @@ from adapters.inprocess.store import InMemoryFeatureStore
 from adapters.prometheus.sink import serve_metrics
 from adapters.system.clock import WallClock
 from engine.batcher import MicroBatcher
-from engine.config import parse_symbol_list
 from engine.errors import FatalError, InvalidInput, TransientError
 from engine.events import Bar, Interval
 from engine.pipeline import SignalEngine
 from engine.runtime import Runtime, RuntimeSinks
 from sigstream.live import GapHealer, merged_arrivals, run_live
-from sigstream.settings import Settings, load_settings, validated
+from sigstream.settings import Settings, flag, load_settings, with_overrides
 
 console = Console(stderr=True)
 KNOWN_SOURCES = ("bybit", "rss")
@@ -42,7 +41,9 @@ def run(
     ),
     bybit_url: str | None = typer.Option(None, "--bybit-url", help="Websocket URL (default: Bybit linear)."),
     kafka: str | None = typer.Option(None, "--kafka", help="Publish raw frames/news to Kafka for workers."),
-    redis: str | None = typer.Option(None, "--redis", help="Cache features in Redis (redis://host:port/0)."),
+    redis: str | None = typer.Option(
+        None, "--redis", help="Cache features in Redis (redis://host:port/0) [default: SIGSTREAM_REDIS__URL, else none]"
+    ),
     signals_out: Path | None = typer.Option(None, "--signals-out", help="Also append signals as JSONL here."),
     dead_letters_out: Path | None = typer.Option(None, "--dead-letters-out", help="JSONL of rejected records."),
     duration: float | None = typer.Option(None, "--duration", min=0.1, help="Stop after this many seconds."),
@@ -80,41 +81,37 @@ def run(
         raise InvalidInput(f"--record {record}: a recording is named .jsonl or .jsonl.gz")
     settings = run_settings(
         load_settings(), chosen, symbols=symbols, interval=interval, feeds=feeds, bybit_url=bybit_url,
-        backfill=backfill, rest_url=rest_url, metrics_port=metrics_port,
+        backfill=backfill, rest_url=rest_url, metrics_port=metrics_port, kafka=kafka, redis=redis,
     )
     if kafka:
-        _run_ingest(settings, chosen, kafka, duration)
+        asyncio.run(_ingest(settings, chosen, duration))
         return
     backfilling = backfill != 0 and "bybit" in chosen
-    asyncio.run(_run_embedded(settings, chosen, redis, signals_out, dead_letters_out, duration, backfilling, record))
+    asyncio.run(_run_embedded(settings, chosen, signals_out, dead_letters_out, duration, backfilling, record))
 
 
 def run_settings(
     settings: Settings, chosen: list[str], *, symbols: str | None = None, interval: Interval | None = None,
     feeds: list[str] | None = None, bybit_url: str | None = None, backfill: int | None = None,
-    rest_url: str | None = None, metrics_port: int | None = None,
+    rest_url: str | None = None, metrics_port: int | None = None, kafka: str | None = None, redis: str | None = None,
 ) -> Settings:
-    """``settings`` (from the environment) with ``run``'s flags applied; flags win, None keeps the setting."""
-    feeds = feeds or []
-    # Flags override the environment's settings; each section is validated again with them.
-    symbol_list = parse_symbol_list(symbols) if symbols is not None else settings.bybit.symbols
-    interval = interval or settings.bybit.interval
-    if backfill is None:
-        backfill = settings.ccxt.limit
-    bybit_update: dict[str, Any] = {"symbols": symbol_list, "interval": interval}
-    if bybit_url:
-        bybit_update["ws_url"] = bybit_url
-    ccxt_update: dict[str, Any] = {"symbols": symbol_list, "interval": interval, "limit": max(backfill, 1)}
-    if rest_url:
-        ccxt_update["rest_url"] = rest_url
-    rss_update: dict[str, Any] = {"feeds": tuple(feeds)} if feeds else {}
-    settings = settings.model_copy(update={
-        "bybit": validated(type(settings.bybit), **(settings.bybit.model_dump() | bybit_update)),
-        "engine": settings.engine.model_copy(update={"interval": interval}),
-        "rss": validated(type(settings.rss), **(settings.rss.model_dump() | rss_update)),
-        "metrics": settings.metrics.model_copy(update={"port": metrics_port}) if metrics_port else settings.metrics,
-        "ccxt": validated(type(settings.ccxt), **(settings.ccxt.model_dump() | ccxt_update)),
-    })
+    """``settings`` (from the environment) with ``run``'s flags applied; flags win, None keeps the setting.
+
+    The Bybit symbols and interval are the run's: the backfill (ccxt) and the engine take them too.
+    """
+    settings = with_overrides(
+        settings,
+        flag("--symbols", symbols if symbols is not None else settings.bybit.symbols, "bybit.symbols", "ccxt.symbols"),
+        flag("--interval", interval or settings.bybit.interval, "bybit.interval", "engine.interval", "ccxt.interval"),
+        flag("--feed", tuple(feeds or ()) or None, "rss.feeds"),
+        flag("--bybit-url", bybit_url, "bybit.ws_url"),
+        # --backfill 0 skips the warm-up (run decides that); the limit itself stays a valid one.
+        flag("--backfill", None if backfill is None else max(backfill, 1), "ccxt.limit"),
+        flag("--rest-url", rest_url, "ccxt.rest_url"),
+        flag("--metrics-port", metrics_port, "metrics.port"),
+        flag("--kafka", kafka, "kafka.bootstrap"),
+        flag("--redis", redis, "redis.url"),
+    )
     if not settings.bybit.symbols:
         raise InvalidInput("--symbols: no symbol given")
     if "rss" in chosen and not settings.rss.feeds:
@@ -123,7 +120,7 @@ def run_settings(
 
 
 async def _run_embedded(
-    settings: Settings, chosen: list[str], redis: str | None, signals_out: Path | None,
+    settings: Settings, chosen: list[str], signals_out: Path | None,
     dead_letters_out: Path | None, duration: float | None, backfill: bool, record: Path | None,
 ) -> None:
     from adapters.model import load_sentiment_model
@@ -134,11 +131,11 @@ async def _run_embedded(
     engine = SignalEngine(settings.engine, symbols=frozenset(settings.bybit.symbols))
     batcher = MicroBatcher(load_sentiment_model(settings.model), settings.engine.batcher)
     store: Any = InMemoryFeatureStore()
-    if redis:
+    if settings.redis.url is not None:  # --redis or SIGSTREAM_REDIS__URL
         from adapters.redis.store import RedisFeatureStore, ResilientFeatureStore
 
         # Redis behind in-process state: a Redis outage never stops the service; it reconnects.
-        store = ResilientFeatureStore(RedisFeatureStore(settings.redis.model_copy(update={"url": redis})))
+        store = ResilientFeatureStore(RedisFeatureStore(settings.redis), InMemoryFeatureStore())
         for symbol, bars in (await store.warm_up(settings.bybit.symbols)).items():
             engine.warm(symbol, bars)
     signal_sinks: list[Any] = [BusSignalSink(bus), StdoutSignalSink()]
@@ -194,7 +191,7 @@ async def _backfill(settings: Settings, engine: SignalEngine, dead: Any) -> list
     """Warm each symbol's features from recent REST bars (returned); a failure leaves the engine cold, loudly."""
     from adapters.ccxt.source import CcxtBackfillSource
 
-    source = CcxtBackfillSource(settings.ccxt, dead)
+    source = CcxtBackfillSource(settings.ccxt, dead, clock=WallClock())
     warmed: list[Bar] = []
     try:
         for symbol in settings.ccxt.symbols:
@@ -218,7 +215,7 @@ def _gap_healer(settings: Settings, chosen: list[str], dead: Any) -> tuple[GapHe
     from adapters.bybit.source import kline_received
     from adapters.ccxt.source import CcxtBackfillSource
 
-    rest = CcxtBackfillSource(settings.ccxt, dead)
+    rest = CcxtBackfillSource(settings.ccxt, dead, clock=WallClock())
     rest.prepare()  # the heavy ccxt import now, not inside a reconnect
     return GapHealer(rest, settings.bybit.symbols, settings.bybit.interval, kline_received), rest
 
@@ -248,13 +245,8 @@ def _sources(settings: Settings, chosen: list[str], dead: Any, clock: WallClock)
     return ticks, news
 
 
-def _run_ingest(settings: Settings, chosen: list[str], kafka: str, duration: float | None) -> None:
-    """Publish live ticks and news onto market.raw / news.raw; `sigstream worker` processes them."""
-    asyncio.run(_ingest(settings.model_copy(update={"kafka": settings.kafka.model_copy(
-        update={"bootstrap": kafka})}), chosen, duration))
-
-
 async def _ingest(settings: Settings, chosen: list[str], duration: float | None) -> None:
+    """Publish live ticks and news onto market.raw / news.raw; `sigstream worker` processes them."""
     from sigstream.ingest import QueueDeadLetters, live_items, publish_items
 
     queue: asyncio.Queue[Any] = asyncio.Queue(10_000)

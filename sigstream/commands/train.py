@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from sigstream.settings import validated
-from sigstream.training.methods import METHODS
+from sigstream.training.methods import METHODS, get_method
 
 # The exact recipe of the shipped default adapter (adapters/model/default_adapter); `make train-default` runs it.
 DEFAULT_ADAPTER_ARGS: tuple[str, ...] = (
@@ -63,15 +63,15 @@ def train_command(
     json_out: bool = typer.Option(False, "--json", help="Print the run's metrics as JSON."),
 ) -> None:
     """Fine-tune an adapter; writes the adapter, training_config.json, metrics.json and training_curve.png."""
-    from sigstream.training.config import TrainConfig
+    from engine.errors import InvalidInput
+    from sigstream.training.config import TrainConfig, foreign_fields, foreign_message
     from sigstream.training.trainer import train
 
+    spec = get_method(method)
     fields: dict[str, object] = {
         "method": method, "data": data, "out": out, "eval_data": eval_data, "epochs": epochs,
         "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "max_length": max_length, "seed": seed,
-        "target_modules": [t.strip() for t in target_modules.split(",") if t.strip()], "rank": rank,
         "pooling": pooling, "extra_trainable": [m.strip() for m in extra_trainable.split(",") if m.strip()],
-        "alpha": alpha, "dropout": dropout, "prefix_tokens": prefix_tokens, "prefix_projection": prefix_projection,
         "focal_gamma": focal, "class_weights": class_weights, "label_smoothing": label_smoothing,
         "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "patience": patience,
         "evals_per_epoch": evals_per_epoch, "max_examples": max_examples, "device": device, "resume": resume,
@@ -79,8 +79,18 @@ def train_command(
     }  # fmt: skip
     if base is not None:
         fields["base"] = base
-    _check_method(method)
-    result = train(validated(TrainConfig, **fields))  # a bad value names its --flag
+    # Each method's own flags go to its config class (METHODS); another method's flag is an error unless it was
+    # left at its default.
+    tuner_flags: dict[str, object] = {
+        "rank": rank, "alpha": alpha, "dropout": dropout,
+        "target_modules": [t.strip() for t in target_modules.split(",") if t.strip()],
+        "prefix_tokens": prefix_tokens, "prefix_projection": prefix_projection,
+    }  # fmt: skip
+    foreign = foreign_fields(method, tuner_flags)
+    if foreign:
+        raise InvalidInput(foreign_message(method, *next(iter(foreign.items()))))
+    tuner = validated(spec.config, **{k: v for k, v in tuner_flags.items() if k in spec.config.model_fields})
+    result = train(validated(TrainConfig, **fields, tuner=tuner))  # a bad value names its --flag
     summary = {
         "out": str(result.out),
         "trainable_params": result.trainable_params,
@@ -92,12 +102,6 @@ def train_command(
         },
     }
     typer.echo(json.dumps(summary, indent=None if json_out else 2))
-
-
-def _check_method(method: str) -> None:
-    from sigstream.training.methods import get_method
-
-    get_method(method)
 
 
 def train_default() -> None:

@@ -1,7 +1,9 @@
 """``sigstream worker``: the faust worker on real Kafka, with the Redis feature cache.
 
 Flags win over the environment (``SIGSTREAM_KAFKA__BOOTSTRAP``, ``SIGSTREAM_REDIS__URL``, any
-``SIGSTREAM_KAFKA__...`` / ``SIGSTREAM_REDIS__...`` / ``SIGSTREAM_ENGINE__...`` field).
+``SIGSTREAM_KAFKA__...`` / ``SIGSTREAM_REDIS__...`` / ``SIGSTREAM_ENGINE__...`` field): they are laid over the
+one settings root (:func:`sigstream.settings.with_overrides`) and validated with it. Redis is used when a URL is
+given (``--redis`` or ``SIGSTREAM_REDIS__URL``), never because of another ``SIGSTREAM_REDIS__*`` variable.
 """
 
 from __future__ import annotations
@@ -14,37 +16,41 @@ import threading
 from typing import Any
 
 import typer
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.kafka.config import KafkaSettings
 from adapters.model.config import ModelSettings
 from adapters.prometheus.config import MetricsSettings
 from adapters.redis.config import RedisSettings
-from engine.config import EngineSettings
 from engine.errors import FatalError, InvalidInput
 from engine.events import Interval
+from sigstream.settings import Settings, flag, load_settings, with_overrides
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "adapters.model.source:load_sentiment_model"
 
 
-class WorkerSettings(BaseSettings):
-    """The worker's settings sections, read from ``SIGSTREAM_*`` environment variables."""
-
-    model_config = SettingsConfigDict(env_prefix="SIGSTREAM_", env_nested_delimiter="__", extra="ignore")
-
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    redis: RedisSettings | None = Field(None, description="Feature cache; None keeps features in process.")
-    engine: EngineSettings = Field(default_factory=EngineSettings)
-    model: ModelSettings = Field(default_factory=ModelSettings)
-    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+def worker_settings(
+    settings: Settings, *, kafka: str | None = None, redis: str | None = None, app_id: str | None = None,
+    guarantee: str | None = None, partitions: int | None = None, interval: Interval | None = None,
+    metrics_port: int | None = None,
+) -> Settings:
+    """``settings`` (from the environment) with ``worker``'s flags applied; flags win, None keeps the setting."""
+    return with_overrides(
+        settings,
+        flag("--kafka", kafka.removeprefix("kafka://") if kafka else None, "kafka.bootstrap"),
+        flag("--redis", redis, "redis.url"),
+        flag("--app-id", app_id, "kafka.app_id"),
+        flag("--processing-guarantee", guarantee, "kafka.processing_guarantee"),
+        flag("--partitions", partitions, "kafka.partitions"),
+        flag("--interval", interval, "engine.interval"),
+        flag("--metrics-port", metrics_port, "metrics.port"),
+    )
 
 
 def _with_real_partition_count(kafka: KafkaSettings) -> KafkaSettings:
-    """The worker maps a symbol to its market.raw partition: use the topic's real count, not the setting
-    (which only sizes topics this project creates)."""
+    """The worker maps a symbol to its market.raw partition: ``kafka`` with the topic's real count, not the
+    setting's (which only sizes topics this project creates), as a new object."""
     from adapters.kafka.client import partition_counts
 
     counts = asyncio.run(partition_counts(kafka.bootstrap, [kafka.topics.market_raw, kafka.topics.news_raw]))
@@ -58,6 +64,7 @@ def _with_real_partition_count(kafka: KafkaSettings) -> KafkaSettings:
     if real is None or real == kafka.partitions:
         return kafka
     log.info("%s has %d partitions (setting says %d); using %d", kafka.topics.market_raw, real, kafka.partitions, real)
+    # A fact read from the broker, not a choice: not held to the limits of the setting that sizes new topics.
     return kafka.model_copy(update={"partitions": real})
 
 
@@ -78,12 +85,12 @@ def load_model(spec: str, model_settings: ModelSettings | None = None) -> Any:
     return factory()
 
 
-def build_app(settings: WorkerSettings, model: Any) -> Any:
+def build_app(settings: Settings, model: Any) -> Any:
     """The faust app wired to the runtime, the micro-batcher and (optionally) Redis."""
     from adapters.kafka.app import StreamProcessor, create_app
     from engine.batcher import MicroBatcher
 
-    redis_settings = settings.redis
+    redis_settings = settings.redis if settings.redis.url is not None else None
     warm: dict[str, list[Any]] = {}
     if redis_settings is not None:
         warm = asyncio.run(_warm_up(redis_settings))
@@ -99,9 +106,10 @@ def build_app(settings: WorkerSettings, model: Any) -> Any:
         batcher = MicroBatcher(model, settings.engine.batcher)
         store = None
         if redis_settings is not None:
+            from adapters.inprocess.store import InMemoryFeatureStore
             from adapters.redis.store import RedisFeatureStore, ResilientFeatureStore
 
-            store = ResilientFeatureStore(RedisFeatureStore(redis_settings))
+            store = ResilientFeatureStore(RedisFeatureStore(redis_settings), InMemoryFeatureStore())
             stores.append(store)
         processor = StreamProcessor(
             settings.engine,
@@ -154,9 +162,10 @@ def _serve_worker_metrics(settings: MetricsSettings, processor: Any, batcher: An
 
 
 async def _warm_up(settings: RedisSettings) -> dict[str, list[Any]]:
+    from adapters.inprocess.store import InMemoryFeatureStore
     from adapters.redis.store import RedisFeatureStore, ResilientFeatureStore
 
-    store = ResilientFeatureStore(RedisFeatureStore(settings))
+    store = ResilientFeatureStore(RedisFeatureStore(settings), InMemoryFeatureStore())
     try:
         bars = await store.warm_up()
     finally:
@@ -232,34 +241,17 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Run the faust worker: market.raw + news.raw -> signals.composite (and market.bars, sentiment.scores)."""
-        settings = WorkerSettings()
-        kafka_update: dict[str, Any] = {}
-        if kafka:
-            kafka_update["bootstrap"] = kafka.removeprefix("kafka://")
-        if app_id:
-            kafka_update["app_id"] = app_id
-        if guarantee:
-            if guarantee not in ("at_least_once", "exactly_once"):
-                raise InvalidInput(f"--processing-guarantee must be at_least_once or exactly_once, not {guarantee!r}")
-            kafka_update["processing_guarantee"] = guarantee
-        if partitions:
-            kafka_update["partitions"] = partitions
-        settings.kafka = settings.kafka.model_copy(update=kafka_update)
-        if interval is not None:
-            settings.engine = settings.engine.model_copy(update={"interval": interval})
-        if metrics_port is not None:
-            settings.metrics = settings.metrics.model_copy(update={"port": metrics_port})
-        if redis:
-            settings.redis = (settings.redis or RedisSettings()).model_copy(update={"url": redis})
-        elif settings.redis is not None and "url" not in settings.redis.model_fields_set:
-            # Some SIGSTREAM_REDIS__* variable (a key prefix, a TTL) but no URL: that is no request for Redis.
-            log.info("SIGSTREAM_REDIS__* settings without SIGSTREAM_REDIS__URL or --redis: features stay in process")
-            settings.redis = None
+        settings = worker_settings(
+            load_settings(), kafka=kafka, redis=redis, app_id=app_id, guarantee=guarantee, partitions=partitions,
+            interval=interval, metrics_port=metrics_port,
+        )
+        if settings.redis.url is None:
+            log.info("no Redis URL (--redis or SIGSTREAM_REDIS__URL): features stay in process")
         if create_topics:
             from adapters.kafka.client import ensure_topics
 
             asyncio.run(ensure_topics(settings.kafka))
-        settings.kafka = _with_real_partition_count(settings.kafka)
+        settings = settings.model_copy(update={"kafka": _with_real_partition_count(settings.kafka)})
         if settings.kafka.snapshots:
             from adapters.kafka.store import ensure_state_topic
 

@@ -1,17 +1,78 @@
-"""Typed configuration of one fine-tuning run; saved next to the adapter as training_config.json."""
+"""Typed configuration of one fine-tuning run; saved next to the adapter as training_config.json.
+
+A run is a :class:`TrainConfig` (what every method shares: data, optimisation, loss, ...) whose ``tuner`` holds the
+method's own settings, one class per method as peft has one config per tuner: :class:`LoraConfig` (``lora`` and
+``qlora``) and :class:`PrefixConfig` (``prefix``). ``sigstream.training.methods.METHODS`` maps each method name to
+its config class and its builder. A method's config rejects another method's fields.
+
+training_config.json keeps the run as ``{"config": {..., "tuner": {...}}}``. Files written before the split held
+every field flat in ``config``; :meth:`TrainConfig.load` reads both.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
 
 from adapters.model.config import bundled_base_path
 
 
+class TunerConfig(BaseModel):
+    """The settings of one fine-tuning method (peft's PeftConfig per tuner); each method subclasses it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LoraConfig(TunerConfig):
+    """LoRA, for ``lora`` and ``qlora`` (peft's LoraConfig)."""
+
+    rank: int = Field(8, ge=1, description="LoRA rank r.")
+    alpha: int = Field(16, ge=1, description="LoRA alpha.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "value"], description="LoRA targets; ['all-linear'] for every Linear."
+    )
+
+
+class PrefixConfig(TunerConfig):
+    """Prefix tuning, for ``prefix`` (peft's PrefixTuningConfig)."""
+
+    prefix_tokens: int = Field(20, ge=1, description="Prefix tuning: virtual tokens per layer.")
+    prefix_projection: bool = Field(False, description="Prefix tuning: reparameterise through an MLP.")
+
+
+def _tuner_classes() -> dict[str, type[TunerConfig]]:
+    from sigstream.training.methods import METHODS  # methods imports this module for its types
+
+    return {name: method.config for name, method in METHODS.items()}
+
+
+def foreign_fields(method: str, values: Mapping[str, object]) -> dict[str, list[str]]:
+    """The fields of ``values`` that belong to other methods' configs than ``method``'s and differ from their
+    defaults, each with the methods it belongs to. (A default is what a flag left alone gives; it is no request.)"""
+    classes = _tuner_classes()
+    own = classes[method].model_fields
+    foreign: dict[str, list[str]] = {}
+    for name, cls in classes.items():
+        for field, info in cls.model_fields.items():
+            if field in values and field not in own and values[field] != info.get_default(call_default_factory=True):
+                foreign.setdefault(field, []).append(name)
+    return foreign
+
+
+def foreign_message(method: str, field: str, methods: list[str]) -> str:
+    """One line: the flag of ``field`` does not apply to ``method``."""
+    return f"--{field.replace('_', '-')} is a setting of --method {'/'.join(methods)}, not of --method {method}"
+
+
 class TrainConfig(BaseModel):
     """Everything that determines a training run (with the seed, enough to reproduce it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     method: str = Field("lora", description="A key of sigstream.training.methods.METHODS.")
     base: str = Field(default_factory=bundled_base_path, description="Hub id or local path of the base model.")
@@ -26,12 +87,9 @@ class TrainConfig(BaseModel):
     seed: int = Field(42, description="Seed of model init, shuffling and the validation split.")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of training data used for validation.")
     max_examples: int | None = Field(None, ge=3, description="Stratified subsample of the training data.")
-    # peft
-    rank: int = Field(8, ge=1, description="LoRA rank r.")
-    alpha: int = Field(16, ge=1, description="LoRA alpha.")
-    dropout: float = Field(0.1, ge=0, lt=1, description="LoRA dropout.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["query", "value"], description="LoRA targets; ['all-linear'] for every Linear."
+    # peft, every method
+    tuner: SerializeAsAny[TunerConfig] = Field(
+        default_factory=LoraConfig, description="The method's own settings: its config class in METHODS."
     )
     pooling: Literal["cls", "mean"] = Field(
         "cls", description="Sentence representation fed to the head: [CLS] (transformers' default) or masked mean."
@@ -39,8 +97,6 @@ class TrainConfig(BaseModel):
     extra_trainable: list[str] = Field(
         default_factory=list, description="Extra modules trained in full and saved with the adapter (e.g. pooler)."
     )
-    prefix_tokens: int = Field(20, ge=1, description="Prefix tuning: virtual tokens per layer.")
-    prefix_projection: bool = Field(False, description="Prefix tuning: reparameterise through an MLP.")
     # optimisation and loss
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Linear warmup share of all steps (5-10%).")
@@ -58,3 +114,64 @@ class TrainConfig(BaseModel):
     )
     gradient_checkpointing: bool = Field(False, description="QLoRA: recompute activations to save memory.")
     progress: bool = Field(True, description="Show a tqdm progress bar.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_tuner_fields(cls, data: Any) -> Any:
+        """A method's fields given flat (``TrainConfig(method="prefix", prefix_tokens=8)``, or a training_config.json
+        from before the split) go into ``tuner``; another method's field is an error unless it is its default."""
+        if not isinstance(data, Mapping):
+            return data
+        classes = _tuner_classes()
+        method = data.get("method", "lora")
+        if not isinstance(method, str) or method not in classes:
+            return data  # the method field names the problem
+        data = dict(data)
+        foreign = foreign_fields(method, data)
+        if foreign:
+            field, methods = next(iter(foreign.items()))
+            raise ValueError(foreign_message(method, field, methods))
+        tuner_fields = {field for c in classes.values() for field in c.model_fields}
+        flat = {k: data.pop(k) for k in list(data) if k in tuner_fields}
+        own = {k: v for k, v in flat.items() if k in classes[method].model_fields}
+        tuner = data.get("tuner")
+        if isinstance(tuner, Mapping) or tuner is None:
+            data["tuner"] = {**(tuner or {}), **own}
+        elif own:
+            raise ValueError(f"{', '.join(own)} given both flat and in tuner")
+        return data
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        classes = _tuner_classes()
+        if method not in classes:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(classes)}")
+        return method
+
+    @field_validator("tuner", mode="before")
+    @classmethod
+    def _tuner_of_the_method(cls, tuner: Any, info: ValidationInfo) -> Any:
+        method = info.data.get("method")
+        if method is None:
+            return tuner  # the method is invalid; that error says so
+        config = _tuner_classes()[method]
+        if isinstance(tuner, Mapping):
+            return config.model_validate(tuner)
+        if not isinstance(tuner, config):
+            raise ValueError(f"--method {method} takes a {config.__name__}, not a {type(tuner).__name__}")
+        return tuner
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        """The run recorded in a ``training_config.json`` (either shape; see the module docstring).
+
+        In the flat shape every method's fields were saved whether used or not: the other methods' are dropped.
+        """
+        config = dict(json.loads(Path(path).read_text())["config"])
+        if "tuner" not in config:
+            classes = _tuner_classes()
+            own = classes.get(config.get("method", "lora"), LoraConfig).model_fields
+            unused = {f for c in classes.values() for f in c.model_fields if f not in own}
+            config = {k: v for k, v in config.items() if k not in unused}
+        return cls.model_validate(config)

@@ -221,8 +221,8 @@ def test_length_grouped_order_is_a_permutation_with_the_short_batch_last() -> No
 
 
 def test_every_registered_method_builds_a_peft_config() -> None:
-    cfg = TrainConfig()
     for method in METHODS.values():
+        cfg = TrainConfig(method=method.name)
         assert method.peft_config(cfg).task_type == "SEQ_CLS"
 
 
@@ -276,10 +276,11 @@ def test_eval_serves_the_model_settings_from_the_environment(tiny_csv: Path, mon
 
 
 def test_the_worker_passes_model_settings_to_the_default_factory(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sigstream.commands.worker import DEFAULT_MODEL, WorkerSettings, load_model
+    from sigstream.commands.worker import DEFAULT_MODEL, load_model
+    from sigstream.settings import load_settings
 
     monkeypatch.setenv("SIGSTREAM_MODEL__QUANTIZE", "none")
-    model = load_model(DEFAULT_MODEL, WorkerSettings().model)
+    model = load_model(DEFAULT_MODEL, load_settings().model)
     assert "[cpu, none," in model.description
 
 
