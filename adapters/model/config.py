@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parent / "default_adapter"
 
@@ -24,9 +24,17 @@ def default_adapter_path() -> str | None:
 
 Quantize = Literal["auto", "4bit", "8bit", "int8-dynamic", "none"]
 
+# Every multiple of 8 up to 128 (the default max_length), coarser above. Fine buckets waste least padding when a call
+# brings many texts (eval) and still fill batches from the 64 texts of a micro-batch; measured against coarser sets in
+# docs/model.md. Multiples of 8 also give the encoder's Linear layers texts x length rows, a multiple of 8, where MKL's
+# fp32 GEMM computes a row the same way whatever the row count.
+DEFAULT_PADDING_BUCKETS: tuple[int, ...] = (*range(8, 129, 8), 160, 192, 256, 320, 384, 448, 512)
+
 
 class ModelSettings(BaseModel):
     """Which classifier to load and how to serve it."""
+
+    model_config = ConfigDict(frozen=True)
 
     base: str = Field(
         default_factory=bundled_base_path,
@@ -55,10 +63,24 @@ class ModelSettings(BaseModel):
     )
     max_length: int = Field(128, ge=8, le=512, description="Tokens per text; longer texts are truncated.")
     batch_size: int = Field(64, ge=1, le=4096, description="Texts per forward pass.")
-    sort_by_length: bool = Field(True, description="Bucket texts of similar token length to cut padding.")
+    sort_by_length: bool = Field(
+        True, description="Without padding buckets: sort texts by token length to cut padding."
+    )
+    padding_buckets: tuple[int, ...] = Field(
+        DEFAULT_PADDING_BUCKETS,
+        description="Padded lengths: each text is padded to the smallest that holds it (max_length above the last), "
+        "so its scores never depend on its batch mates; [] pads each batch to its longest text (batch-dependent).",
+    )
     num_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads on CPU; unset keeps torch's default (the cores)."
     )
+
+    @field_validator("padding_buckets")
+    @classmethod
+    def _sorted_buckets(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(b < 1 for b in value):
+            raise ValueError("padding buckets must be positive token counts")
+        return tuple(sorted(set(value)))
 
     @field_validator("adapter", mode="before")
     @classmethod

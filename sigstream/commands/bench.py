@@ -44,7 +44,7 @@ def bench(
     if texts:
         result["sentiment"] = _sentiment(texts, data)
     if kafka:
-        from adapters.kafka.bench import run_kafka_bench
+        from testkit.kafka_bench import run_kafka_bench
 
         with console.status("kafka end to end (about a minute)..."):
             result["kafka"] = asyncio.run(run_kafka_bench(kafka, model=kafka_model))
@@ -64,19 +64,22 @@ def _sentiment(count: int, spec: str) -> list[dict[str, Any]]:
     settings = load_settings().model
     # What quantize=auto picks on a CPU (adapters.model.client.resolve_quantize) is marked as the default.
     bf16_default = cpu_has_native_bf16()
+    bf16 = settings.model_copy(update={"quantize": "none", "dtype": "bfloat16"})
     with console.status("loading models..."):
         variants = {
             "baseline (1 text/forward, fp32)": TransformersSentimentModel.baseline(settings),
-            "batched fp32, length-sorted": TransformersSentimentModel.optimized(
+            "batched fp32, padding buckets": TransformersSentimentModel.optimized(
                 settings.model_copy(update={"quantize": "none", "dtype": "float32"})
             ),
-            "batched + int8 dynamic" + ("" if bf16_default else " (default)"): TransformersSentimentModel.optimized(
-                settings.model_copy(update={"quantize": "int8-dynamic"})
+            "batched + int8 dynamic (batch-dependent)" + ("" if bf16_default else " (default)"): (
+                TransformersSentimentModel.optimized(settings.model_copy(update={"quantize": "int8-dynamic"}))
             ),
-            "batched bf16" + (" (default)" if bf16_default else " (no native bf16 here)"): (
-                TransformersSentimentModel.optimized(
-                    settings.model_copy(update={"quantize": "none", "dtype": "bfloat16"})
-                )
+            "batched bf16, padding buckets" + (" (default)" if bf16_default else " (no native bf16 here)"): (
+                TransformersSentimentModel.optimized(bf16)
+            ),
+            # What batch invariance costs: the same bf16 weights, each batch padded to its longest text.
+            "batched bf16, free padding (batch-dependent)": TransformersSentimentModel.optimized(
+                bf16.model_copy(update={"padding_buckets": ()})
             ),
         }
     with console.status(f"sentiment on {len(examples)} texts..."):
