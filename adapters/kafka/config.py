@@ -70,7 +70,7 @@ class KafkaSettings(BaseModel):
         300.0, gt=0, description="Longest the publisher waits for an unreachable broker before it exits 1."
     )
     stop_timeout_s: float = Field(
-        25.0, gt=0, description="Longest a stop may take (e.g. an unreachable broker); then the worker exits 1."
+        20.0, gt=0, description="Longest a stop may take (e.g. an unreachable broker); then the worker exits 1."
     )
     request_timeout_ms: int = Field(30_000, ge=1000, description="Producer/consumer request timeout.")
     data_dir: Path = Field(

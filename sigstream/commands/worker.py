@@ -129,6 +129,14 @@ def build_app(settings: Settings, model: Any) -> Any:
             await store.close()
         if state is not None:
             await state.close()
+        if not await _broker_answers(settings.kafka.bootstrap):
+            log.error(
+                "stopping without the broker at %s: the final commit of %s and %s partitions %s cannot be made, "
+                "so the offsets processed since the last commit are not committed; the next worker reads those "
+                "records again and re-sends their signals with the same ids",
+                settings.kafka.bootstrap, settings.kafka.topics.market_raw, settings.kafka.topics.news_raw,
+                sorted(processor.owned_partitions()),
+            )
         stats = processor.stats
         runtime = processor.runtime_stats()
         engine = runtime.engine
@@ -144,6 +152,19 @@ def build_app(settings: Settings, model: Any) -> Any:
         )
 
     return create_app(settings.kafka, factory, on_stopping=stopping)
+
+
+async def _broker_answers(bootstrap: str, timeout_s: float = 1.0) -> bool:
+    """Whether any bootstrap broker accepts a TCP connection (a stop cannot commit without one)."""
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host or "127.0.0.1", int(port)), timeout_s)
+        except (OSError, TimeoutError, ValueError):
+            continue
+        writer.close()
+        return True
+    return False
 
 
 def _serve_worker_metrics(settings: MetricsSettings, processor: Any, batcher: Any) -> None:
