@@ -150,6 +150,7 @@ class RecordingPublisher:
         self._scan_from: dict[TopicPartition, int] = {}  # lowest offset whose seq counts when reading back
         self._done: dict[TopicPartition, int] = {}  # --resume: the last seq already on each partition
         self._window: list[_Record] = []  # records sent and not yet known to be acknowledged, in send order
+        self._recovered = False  # a recovery happened since the broker's end offsets were last read
         self._window_since = 0.0
         self._last_ack = 0.0
         self._outage_since: float | None = None
@@ -206,6 +207,11 @@ class RecordingPublisher:
             # The market offsets stamped on news must be acknowledged ones, and the news offsets stamped on
             # later market records too: the window never holds news copies and market records together.
             await self._settle()
+            if self._recovered:
+                # After a recovery, a record of the dropped producer may have landed after the broker was read:
+                # stamp news from the broker's own end offsets, never from a count that may be one short.
+                self._follow((await self._read_broker(scan=set()))[0])
+                self._recovered = False
             for record in records:
                 await self._put(record)
             await self._settle()
@@ -397,6 +403,7 @@ class RecordingPublisher:
 
     async def _resend(self) -> None:
         """One recovery attempt (steps 1-3 of :meth:`_recover`)."""
+        self._recovered = True
         await self._drop_producer()
         ends, last = await self._read_broker(scan={r.tp for r in self._window})
         self._follow(ends)
