@@ -4,7 +4,7 @@ Use :func:`load_spec` with a spec string (``fpb:50``, ``fpb:50:test``, ``tfns``,
 """
 
 from adapters.datasets.config import DatasetSettings
+from adapters.datasets.loader import load_spec, load_specs, stratified_split
 from adapters.datasets.parsing import BadRow, Example, LabelledSet
-from adapters.datasets.source import load_spec, load_specs, stratified_split
 
 __all__ = ["BadRow", "DatasetSettings", "Example", "LabelledSet", "load_spec", "load_specs", "stratified_split"]

@@ -6,11 +6,11 @@ import logging
 # kernels are used instead, so the message is noise on every model load.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
-from adapters.model.config import ModelSettings  # noqa: E402 - after the logger level, before bitsandbytes loads
-from adapters.model.source import (  # noqa: E402
+from adapters.model.classifier import (  # noqa: E402
     BaselineSentimentModel,
     TransformersSentimentModel,
     load_sentiment_model,
 )
+from adapters.model.config import ModelSettings  # noqa: E402 - after the logger level, before bitsandbytes loads
 
 __all__ = ["BaselineSentimentModel", "ModelSettings", "TransformersSentimentModel", "load_sentiment_model"]

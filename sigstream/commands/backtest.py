@@ -14,7 +14,7 @@ from adapters.bybit.frames import to_epoch_ms
 from engine.backtest import BacktestSettings
 from engine.errors import InvalidInput
 from engine.events import Interval
-from sigstream.backtesting import (
+from sigstream.modes.backtest import (
     open_backtest_sources,
     report_dict,
     report_json,

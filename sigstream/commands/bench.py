@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sigstream import benchmarks
+from sigstream.modes import bench as benchmarks
 
 console = Console(stderr=True)
 
@@ -25,7 +25,7 @@ def bench(
     data: str = typer.Option("fpb:50:test", "--data", help="Labelled data spec for the sentiment texts."),
     kafka: str | None = typer.Option(None, "--kafka", help="Also measure end-to-end through this Kafka broker."),
     kafka_model: str = typer.Option(
-        "adapters.model.source:load_sentiment_model",
+        "adapters.model.classifier:load_sentiment_model",
         "--kafka-model",
         help="The worker's sentiment model, module:factory (the lexicon test model isolates the Kafka path).",
     ),
@@ -54,7 +54,7 @@ def bench(
 
 
 def _sentiment(count: int, spec: str) -> list[dict[str, Any]]:
-    from adapters.datasets.source import load_spec
+    from adapters.datasets.loader import load_spec
     from adapters.model import TransformersSentimentModel
     from adapters.model.client import cpu_has_native_bf16
     from sigstream.settings import load_settings

@@ -30,8 +30,8 @@ def evaluate(
     """
     from adapters.datasets import load_spec
     from adapters.model import TransformersSentimentModel
+    from sigstream.modes.train.metrics import classification_metrics
     from sigstream.settings import flag, load_settings, with_overrides
-    from sigstream.training.metrics import classification_metrics
 
     data = load_spec(data_spec)
     if not data.examples:

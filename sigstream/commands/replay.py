@@ -11,8 +11,8 @@ from rich.table import Table
 
 from engine.errors import InvalidInput
 from engine.events import Interval
-from sigstream.replaying import ReplayOutputs, open_sources, resolve_interval, run_replay
-from sigstream.settings import Settings, flag, load_settings, with_overrides
+from sigstream.modes.replay import ReplayOutputs, open_sources, publish_recordings, resolve_interval, run_replay
+from sigstream.settings import flag, load_settings, with_overrides
 
 console = Console(stderr=True)
 
@@ -71,13 +71,13 @@ def replay(
                               flag("--bars-from", bars_from, "engine.bars_from"))
     sources = open_sources(paths, news, symbol=symbol, interval=interval, files=settings.files)
     if to_kafka:
-        _publish(sources, settings, _parse_speed(speed or "max"), resume=resume, max_outage_s=max_outage_s)
+        publish_recordings(sources, settings, _parse_speed(speed or "max"), resume=resume, max_outage_s=max_outage_s)
         return
     settings = with_overrides(settings, flag(
         "--interval", resolve_interval(sources, interval, settings.engine.interval), "engine.interval"))
     engine_settings = settings.engine
     if model_spec:
-        from sigstream.commands.worker import load_model
+        from sigstream.modes.sentiment import load_model
 
         model = load_model(model_spec)
     else:
@@ -121,20 +121,6 @@ def _parse_speed(text: str) -> float | None:
     if value <= 0:
         raise InvalidInput(f"--speed must be a positive number or max, not {text!r}")
     return value
-
-
-def _publish(sources: list, settings: Settings, speed: float | None, *, resume: bool = False,
-             max_outage_s: float | None = None) -> None:
-    from adapters.files.source import merge_in_time_order
-    from sigstream.ingest import publish_items
-
-    kafka = settings.kafka
-    report = asyncio.run(publish_items(merge_in_time_order(sources), kafka, speed, max_outage_s=max_outage_s,
-                                       resume=resume))
-    if resume:
-        console.print(f"resume: {report.already_published:,} items already on the topics were skipped "
-                      f"({report.already_published_records:,} records)", soft_wrap=True, markup=False)
-    console.print(f"published to {kafka.bootstrap}: {report.line()}", soft_wrap=True, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
+from sigstream.modes.train.methods import METHODS, get_method
 from sigstream.settings import validated
-from sigstream.training.methods import METHODS, get_method
 
 # The exact recipe of the shipped default adapter (adapters/model/default_adapter); `make train-default` runs it.
 DEFAULT_ADAPTER_ARGS: tuple[str, ...] = (
@@ -64,8 +64,8 @@ def train_command(
 ) -> None:
     """Fine-tune an adapter; writes the adapter, training_config.json, metrics.json and training_curve.png."""
     from engine.errors import InvalidInput
-    from sigstream.training.config import TrainConfig, foreign_fields, foreign_message
-    from sigstream.training.trainer import train
+    from sigstream.modes.train.config import TrainConfig, foreign_fields, foreign_message
+    from sigstream.modes.train.trainer import train
 
     spec = get_method(method)
     fields: dict[str, object] = {

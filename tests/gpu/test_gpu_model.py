@@ -42,8 +42,8 @@ def test_4bit_serving_places_the_base_with_device_map_and_quantizes_linear_layer
 def _peak_training_memory(method: str, out: Path) -> float:
     import torch
 
-    from sigstream.training.config import TrainConfig
-    from sigstream.training.trainer import train
+    from sigstream.modes.train.config import TrainConfig
+    from sigstream.modes.train.trainer import train
 
     data = out.parent / "tiny.csv"
     data.write_text(

@@ -260,7 +260,7 @@ def test_the_worker_maps_symbols_with_the_topics_real_partition_count(kafka_boot
     # market.raw may have another count, and symbol -> partition must follow the topic, not the setting.
     from adapters.kafka.client import create_topics, partition_count
     from adapters.kafka.config import KafkaSettings, TopicNames
-    from sigstream.commands.worker import _with_real_partition_count
+    from sigstream.modes.worker import with_real_partition_count as _with_real_partition_count
 
     topic = f"market.raw.{unique}"
     asyncio.run(create_topics(kafka_bootstrap, [topic], 3))

@@ -30,7 +30,7 @@ from adapters.bybit.frames import kline_frame
 from adapters.files.sink import RecordingWriter
 from adapters.files.source import detect_source
 from engine.events import Bar, Interval, NewsItem
-from sigstream.replaying import ReplayOutputs, run_replay
+from sigstream.modes.replay import ReplayOutputs, run_replay
 from testkit.bybit_rest import BybitRestServer, synthetic_bars
 from testkit.bybit_ws import BybitTestServer
 from testkit.rss_http import FeedItem

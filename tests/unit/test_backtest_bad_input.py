@@ -18,7 +18,7 @@ from engine.backtest import BacktestResult, BacktestSettings
 from engine.config import EngineSettings
 from engine.errors import InvalidInput
 from engine.events import Interval, Signal
-from sigstream.backtesting import engine_settings_for, open_backtest_sources, run_backtest_files
+from sigstream.modes.backtest import engine_settings_for, open_backtest_sources, run_backtest_files
 from sigstream.settings import validated
 from tests.support.backtest import DAY, SYMBOL, T0, backtest, bar, daily_bars, headline, in_time_order
 from tests.support.data import REPO_ROOT

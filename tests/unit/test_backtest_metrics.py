@@ -13,7 +13,7 @@ import pytest
 from engine.backtest import BacktestSettings
 from engine.backtest import metrics as m
 from engine.events import Interval, Signal
-from sigstream.backtesting import report_dict, write_report
+from sigstream.modes.backtest import report_dict, write_report
 from tests.support.backtest import DAY, T0, backtest, daily_bars, headline, in_time_order
 
 # Equity 100 -> 110 -> 99 -> 99 -> 108.9: returns +10%, -10%, 0%, +10%.

@@ -1,5 +1,5 @@
 """Batch invariance: under the serving defaults a text's probabilities are the same bits whether it is scored
-alone, among 63 other texts of every length, in any order, or with other batch mates (adapters/model/source.py).
+alone, among 63 other texts of every length, in any order, or with other batch mates (adapters/model/classifier.py).
 Replay and live batch the same news differently, so anything looser lets them disagree."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import random
 
 import pytest
 
+from adapters.model.classifier import TransformersSentimentModel, load_sentiment_model
 from adapters.model.config import DEFAULT_PADDING_BUCKETS, ModelSettings
-from adapters.model.source import TransformersSentimentModel, load_sentiment_model
 
 # Distinct headlines and news summaries, from two words to past max_length (truncated), in 12 of the padding buckets.
 HEADLINES: tuple[str, ...] = (

@@ -189,7 +189,7 @@ def test_shared_fpb_split_when_shared_data_is_present() -> None:
     train = load_spec("fpb:50:train", s)
     assert len(test.examples) == 968
     assert set(train.texts).isdisjoint(test.texts)
-    from adapters.datasets.source import _cross_level_key
+    from adapters.datasets.loader import _cross_level_key
 
     held_out = {_cross_level_key(t) for t in test.texts}
     # The other levels are latin-1 files, the shared 50Agree copy UTF-8 with U+FFFD for some letters:
@@ -200,8 +200,8 @@ def test_shared_fpb_split_when_shared_data_is_present() -> None:
 
 
 def test_label_vocabulary_is_chosen_from_all_labels_at_once() -> None:
+    from adapters.datasets.loader import label_parser_for
     from adapters.datasets.parsing import parse_label, parse_tfns_label
-    from adapters.datasets.source import label_parser_for
 
     assert label_parser_for({"0", "1", "2"}, "t") is parse_tfns_label
     assert label_parser_for({"0", "2"}, "t") is parse_tfns_label
@@ -222,7 +222,7 @@ def test_hub_specs_without_the_datasets_package_say_what_to_install() -> None:
 
 
 def test_time_split_never_trains_on_a_text_it_holds_out() -> None:
-    from adapters.datasets.source import time_split
+    from adapters.datasets.loader import time_split
 
     examples = [Example(t, 1, ts) for ts, t in enumerate(["A up", "B down", "C flat", "D flat", "A up"])]
     train, test = time_split(examples, 0.2)

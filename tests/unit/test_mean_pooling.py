@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from adapters.model.classifier import TransformersSentimentModel
 from adapters.model.client import load_base, load_tokenizer, quantize_dynamic_int8
 from adapters.model.config import ModelSettings, bundled_base_path
 from adapters.model.pooling import MaskedMeanPooler, adapter_pooling, use_mean_pooling
-from adapters.model.source import TransformersSentimentModel
 from engine.errors import InvalidInput
-from sigstream.training.config import TrainConfig
-from sigstream.training.trainer import train
+from sigstream.modes.train.config import TrainConfig
+from sigstream.modes.train.trainer import train
 
 SHORT, LONG = "Profit rose", "The company said on Tuesday that its quarterly operating profit rose sharply"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-from sigstream.training.metrics import classification_metrics, confusion_matrix
+from sigstream.modes.train.metrics import classification_metrics, confusion_matrix
 
 # 10 examples; rows = true (bearish, neutral, bullish), columns = predicted.
 Y_TRUE = [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]

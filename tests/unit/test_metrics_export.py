@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from adapters.prometheus.sink import StatsCollector
+from adapters.prometheus.server import StatsCollector
 from engine.config import EngineSettings
 from engine.events import Bar, Interval
 from engine.pipeline import SignalEngine

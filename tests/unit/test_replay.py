@@ -19,7 +19,7 @@ from engine.config import EngineSettings
 from engine.errors import InvalidInput
 from engine.events import Bar, Interval, NewsItem
 from sigstream.demo import write_demo_recording
-from sigstream.replaying import ReplayOutputs, run_replay
+from sigstream.modes.replay import ReplayOutputs, run_replay
 from tests.support.data import REPO_ROOT, shared_data_dir
 from tests.support.lexicon_model import LexiconSentimentModel
 
@@ -167,7 +167,7 @@ def _kline_csv(path: Path, close0: float, rows: int = 30, step_ms: int = 60_000)
 
 def test_replay_symbol_filters_files_instead_of_relabelling_them(tmp_path: Path) -> None:
     from adapters.files.config import FilesSettings
-    from sigstream.replaying import open_sources
+    from sigstream.modes.replay import open_sources
 
     btc = _kline_csv(tmp_path / "BTCUSDT_1m.csv", 100.0)
     eth = _kline_csv(tmp_path / "ETHUSDT_1m.csv", 2_000.0)
@@ -198,7 +198,7 @@ def test_an_interval_that_contradicts_the_csv_is_refused(tmp_path: Path) -> None
 
 
 def test_a_recordings_interval_is_read_from_its_kline_topics(tmp_path: Path) -> None:
-    from sigstream.replaying import resolve_interval
+    from sigstream.modes.replay import resolve_interval
 
     recording = tmp_path / "btc5m.jsonl"
     with RecordingWriter(recording) as writer:

@@ -19,9 +19,9 @@ from engine.errors import InvalidInput
 from engine.events import Interval
 from sigstream.commands.run import run_settings
 from sigstream.commands.worker import worker_settings
+from sigstream.modes.train.config import LoraConfig, PrefixConfig, TrainConfig
+from sigstream.modes.train.methods import METHODS
 from sigstream.settings import Settings, flag, load_settings, with_overrides
-from sigstream.training.config import LoraConfig, PrefixConfig, TrainConfig
-from sigstream.training.methods import METHODS
 from tests.support.data import REPO_ROOT
 
 

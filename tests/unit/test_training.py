@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 
 from adapters.datasets import Example  # noqa: E402
 from adapters.model import ModelSettings, TransformersSentimentModel  # noqa: E402
-from sigstream.training.config import TrainConfig  # noqa: E402
-from sigstream.training.methods import METHODS  # noqa: E402
-from sigstream.training.trainer import build_model, epoch_order, evaluate_model, set_seed, train  # noqa: E402
+from sigstream.modes.train.config import TrainConfig  # noqa: E402
+from sigstream.modes.train.methods import METHODS  # noqa: E402
+from sigstream.modes.train.trainer import build_model, epoch_order, evaluate_model, set_seed, train  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local; never reach for the hub
 
@@ -276,7 +276,7 @@ def test_eval_serves_the_model_settings_from_the_environment(tiny_csv: Path, mon
 
 
 def test_the_worker_passes_model_settings_to_the_default_factory(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sigstream.commands.worker import DEFAULT_MODEL, load_model
+    from sigstream.modes.sentiment import DEFAULT_MODEL, load_model
     from sigstream.settings import load_settings
 
     monkeypatch.setenv("SIGSTREAM_MODEL__QUANTIZE", "none")

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from adapters.datasets import Example, LabelledSet, load_specs, stratified_split
-from adapters.datasets.source import split_examples
+from adapters.datasets.loader import split_examples
 from adapters.model import client
 from engine.errors import FatalError, InvalidInput
 from engine.events import SENTIMENT_LABELS
-from sigstream.training.config import TrainConfig
-from sigstream.training.methods import get_method
-from sigstream.training.metrics import classification_metrics
+from sigstream.modes.train.config import TrainConfig
+from sigstream.modes.train.methods import get_method
+from sigstream.modes.train.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,13 @@
-"""Wiring for ``sigstream replay``: files in, engine, JSONL out. Shared by ``make run`` and tests."""
+"""The ``sigstream replay`` room: files in, the runtime, JSONL out (``make run``), or files onto Kafka."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
 from tqdm import tqdm
 
 from adapters.files.config import FilesSettings
@@ -17,6 +19,9 @@ from engine.events import Interval
 from engine.pipeline import SignalEngine
 from engine.ports import SentimentModel
 from engine.runtime import Runtime, RuntimeSinks, RuntimeStats
+from sigstream.settings import Settings
+
+console = Console(stderr=True)
 
 
 @dataclass(slots=True)
@@ -76,3 +81,16 @@ async def run_replay(
             sink.close()
         dead.close()
     return report, dead
+
+
+def publish_recordings(sources: list, settings: Settings, speed: float | None, *, resume: bool = False,
+             max_outage_s: float | None = None) -> None:
+    from sigstream.modes.publish import publish_items
+
+    kafka = settings.kafka
+    report = asyncio.run(publish_items(merge_in_time_order(sources), kafka, speed, max_outage_s=max_outage_s,
+                                       resume=resume))
+    if resume:
+        console.print(f"resume: {report.already_published:,} items already on the topics were skipped "
+                      f"({report.already_published_records:,} records)", soft_wrap=True, markup=False)
+    console.print(f"published to {kafka.bootstrap}: {report.line()}", soft_wrap=True, markup=False)

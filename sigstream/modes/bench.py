@@ -68,7 +68,7 @@ def bench_bar_building(count: int = 1_000_000, repeats: int = 3) -> dict[str, An
 
 
 def weighted_f1(labels: Sequence[int], probs: Sequence[Sequence[float]]) -> float:
-    from sigstream.training.metrics import classification_metrics
+    from sigstream.modes.train.metrics import classification_metrics
 
     predictions = [max(range(3), key=row.__getitem__) for row in probs]
     return float(classification_metrics(list(labels), predictions)["weighted_f1"])

@@ -2,7 +2,7 @@
 
 A run is a :class:`TrainConfig` (what every method shares: data, optimisation, loss, ...) whose ``tuner`` holds the
 method's own settings, one class per method as peft has one config per tuner: :class:`LoraConfig` (``lora`` and
-``qlora``) and :class:`PrefixConfig` (``prefix``). ``sigstream.training.methods.METHODS`` maps each method name to
+``qlora``) and :class:`PrefixConfig` (``prefix``). ``sigstream.modes.train.methods.METHODS`` maps each method name to
 its config class and its builder. A method's config rejects another method's fields.
 
 training_config.json keeps the run as ``{"config": {..., "tuner": {...}}}``. Files written before the split held
@@ -46,7 +46,7 @@ class PrefixConfig(TunerConfig):
 
 
 def _tuner_classes() -> dict[str, type[TunerConfig]]:
-    from sigstream.training.methods import METHODS  # methods imports this module for its types
+    from sigstream.modes.train.methods import METHODS  # methods imports this module for its types
 
     return {name: method.config for name, method in METHODS.items()}
 
@@ -74,7 +74,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    method: str = Field("lora", description="A key of sigstream.training.methods.METHODS.")
+    method: str = Field("lora", description="A key of sigstream.modes.train.methods.METHODS.")
     base: str = Field(default_factory=bundled_base_path, description="Hub id or local path of the base model.")
     data: list[str] = Field(default_factory=lambda: ["fpb:50:train"], description="Training data specs.")
     eval_data: list[str] = Field(default_factory=list, description="Held-out specs scored after training.")

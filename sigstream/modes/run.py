@@ -19,16 +19,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
+from adapters.files.sink import DeadLetterFile, JsonlSignalSink, RecordingWriter, StdoutSignalSink
+from adapters.inprocess.client import InProcessBus
+from adapters.inprocess.sink import BusSignalSink
+from adapters.inprocess.store import InMemoryFeatureStore
+from adapters.prometheus.server import serve_metrics
+from adapters.system.clock import WallClock
+from engine.batcher import MicroBatcher
+from engine.errors import FatalError, TransientError
 from engine.events import Bar, Interval, NewsItem, Received
+from engine.pipeline import SignalEngine
 from engine.ports import BarBackfill, NewsSource, Recorder, TickSource
-from engine.runtime import Runtime
+from engine.runtime import Runtime, RuntimeSinks
+from sigstream.settings import Settings
 
 log = logging.getLogger(__name__)
+console = Console(stderr=True)
 
 Arrival = Received | NewsItem
 
@@ -246,3 +261,148 @@ async def run_live(
             with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                 await next_arrival
     await runtime.finish()
+
+
+
+async def run_embedded(
+    settings: Settings, chosen: list[str], signals_out: Path | None,
+    dead_letters_out: Path | None, duration: float | None, backfill: bool, record: Path | None,
+) -> None:
+    from adapters.model import load_sentiment_model
+
+    clock = WallClock()
+    bus = InProcessBus()
+    dead = DeadLetterFile(dead_letters_out)
+    engine = SignalEngine(settings.engine, symbols=frozenset(settings.bybit.symbols))
+    batcher = MicroBatcher(load_sentiment_model(settings.model), settings.engine.batcher)
+    store: Any = InMemoryFeatureStore()
+    if settings.redis.url is not None:  # --redis or SIGSTREAM_REDIS__URL
+        from adapters.redis.store import RedisFeatureStore, ResilientFeatureStore
+
+        # Redis behind in-process state: a Redis outage never stops the service; it reconnects.
+        store = ResilientFeatureStore(RedisFeatureStore(settings.redis), InMemoryFeatureStore())
+        for symbol, bars in (await store.warm_up(settings.bybit.symbols)).items():
+            engine.warm(symbol, bars)
+    signal_sinks: list[Any] = [BusSignalSink(bus), StdoutSignalSink()]
+    jsonl = JsonlSignalSink(signals_out) if signals_out else None
+    if jsonl is not None:
+        signal_sinks.append(jsonl)
+    warmed = await _backfill(settings, engine, dead) if backfill and "bybit" in chosen else []
+    healer, rest = _gap_healer(settings, chosen, dead)
+    if healer is not None:
+        healer.seed(warmed)
+    ticks, news = _sources(settings, chosen, dead, clock)
+    runtime = Runtime(engine, batcher, RuntimeSinks(dead, signals=signal_sinks, store=store))
+    groups: dict[str, Any] = {"engine": lambda: engine.stats, "batcher": lambda: batcher.stats,
+                              "service": lambda: runtime.stats}
+    if healer is not None:
+        groups["gaps"] = lambda: healer.stats
+    serve_metrics(settings.metrics, groups)
+    stop = _stop_event(duration)
+    console.print(f"[green]sigstream run[/green]: {', '.join(chosen)} for {', '.join(settings.bybit.symbols)}; "
+                  "Ctrl-C to stop")
+    recorder = RecordingWriter(record) if record is not None else None
+    failures: list[str] = []
+    try:
+        arrivals = merged_arrivals(asyncio.Queue(settings.bybit.queue_size), ticks, news, stop, failures)
+        await run_live(runtime, arrivals, max_wait_ms=settings.engine.batcher.max_wait_ms, recorder=recorder,
+                       healer=healer)
+    finally:
+        if rest is not None:
+            await rest.close()
+        if recorder is not None:
+            recorder.close()
+        if hasattr(store, "close"):
+            await store.close()
+        dead.close()
+        if jsonl is not None:
+            jsonl.close()
+    stats = runtime.stats
+    # Sources dead-letter bad frames themselves: the sink's count is the run's count.
+    healed = ""
+    if healer is not None and healer.stats.reconnects:
+        h = healer.stats
+        healed = (f"; {h.reconnects} reconnects: backfilled {h.bars} missed bars in {h.gaps} gaps, {h.failures} "
+                  f"backfills failed, {stats.engine.bars_stale} re-sent bars dropped")
+    console.print(f"stopped: {stats.market_events} market events, {stats.news} news, {stats.signals} signals, "
+                  f"{dead.count} dead letters" + healed
+                  + (f"; recorded {recorder.count} lines to {record}" if recorder else ""))
+    if failures:
+        # Everything pending was flushed above; the exit status still says a source gave up.
+        raise FatalError(f"source(s) failed: {'; '.join(failures)}")
+
+
+async def _backfill(settings: Settings, engine: SignalEngine, dead: Any) -> list[Bar]:
+    """Warm each symbol's features from recent REST bars (returned); a failure leaves the engine cold, loudly."""
+    from adapters.ccxt.source import CcxtBackfillSource
+
+    source = CcxtBackfillSource(settings.ccxt, dead, clock=WallClock())
+    warmed: list[Bar] = []
+    try:
+        for symbol in settings.ccxt.symbols:
+            bars = await source.backfill(symbol)
+            engine.warm(symbol, bars)
+            warmed += bars
+            console.print(f"backfilled {len(bars)} {settings.ccxt.interval} bars of {symbol}")
+    except TransientError as exc:
+        console.print(f"[yellow]backfill failed, starting with cold features: {exc}[/yellow]")
+    finally:
+        await source.close()
+    return warmed
+
+
+def _gap_healer(settings: Settings, chosen: list[str], dead: Any) -> tuple[GapHealer | None, Any]:
+    """The REST backfill of the bars a Bybit reconnect missed (``SIGSTREAM_CCXT__HEAL_GAPS``), and the source to
+    close at the end; none without Bybit klines feeding the engine's bars."""
+    if not (settings.ccxt.heal_gaps and "bybit" in chosen and settings.bybit.klines
+            and settings.engine.bars_from == "klines"):
+        return None, None
+    from adapters.bybit.source import kline_received
+    from adapters.ccxt.source import CcxtBackfillSource
+
+    rest = CcxtBackfillSource(settings.ccxt, dead, clock=WallClock())
+    rest.prepare()  # the heavy ccxt import now, not inside a reconnect
+    return GapHealer(rest, settings.bybit.symbols, settings.bybit.interval, kline_received), rest
+
+
+def _stop_event(duration: float | None) -> asyncio.Event:
+    """Set by Ctrl-C, SIGTERM or the end of ``--duration``: the service then flushes and exits."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    if duration:
+        loop.call_later(duration, stop.set)
+    return stop
+
+
+def _sources(settings: Settings, chosen: list[str], dead: Any, clock: WallClock) -> tuple[list, list]:
+    ticks: list[Any] = []
+    news: list[Any] = []
+    if "bybit" in chosen:
+        from adapters.bybit.source import BybitTickSource
+
+        ticks.append(BybitTickSource(settings.bybit, dead, clock=clock))
+    if "rss" in chosen:
+        from adapters.rss.source import RssNewsSource
+
+        news.append(RssNewsSource(settings.rss, dead, clock=clock))
+    return ticks, news
+
+
+async def run_to_kafka(settings: Settings, chosen: list[str], duration: float | None) -> None:
+    """Publish live ticks and news onto market.raw / news.raw; `sigstream worker` processes them."""
+    from sigstream.modes.publish import QueueDeadLetters, live_items, publish_items
+
+    queue: asyncio.Queue[Any] = asyncio.Queue(10_000)
+    ticks, news = _sources(settings, chosen, QueueDeadLetters(queue), WallClock())
+    stop = _stop_event(duration)
+    console.print(f"[green]sigstream run[/green]: {', '.join(chosen)} -> Kafka {settings.kafka.bootstrap}; "
+                  "Ctrl-C to stop")
+    failures: list[str] = []
+    arrivals = merged_arrivals(queue, ticks, news, stop, failures)
+    report = await publish_items(live_items(arrivals), settings.kafka, None)
+    console.print(f"published {report.market} market records, {report.news} news, "
+                  f"{report.dead_letters} dead letters")
+    if failures:
+        raise FatalError(f"source(s) failed: {'; '.join(failures)}")

@@ -1,6 +1,6 @@
 """Registry of fine-tuning methods: name -> its config class, its peft config builder, how the base is loaded.
 
-Adding a method is adding an entry (and, for a new kind of tuner, a :class:`~sigstream.training.config.TunerConfig`
+Adding a method is adding an entry (and, for a new kind of tuner, a :class:`~sigstream.modes.train.config.TunerConfig`
 subclass), as peft registers its tuners with their configs; nothing branches on names.
 """
 
@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sigstream.training.config import LoraConfig, PrefixConfig, TrainConfig, TunerConfig
+from sigstream.modes.train.config import LoraConfig, PrefixConfig, TrainConfig, TunerConfig
 
 C = TypeVar("C", bound=TunerConfig)
 

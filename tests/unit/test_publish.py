@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sigstream.live import merged_arrivals
+from sigstream.modes.run import merged_arrivals
 
 
 class EndlessSource:
