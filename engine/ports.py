@@ -51,10 +51,24 @@ class NewsSource(Protocol):
     async def close(self) -> None: ...
 
 
-class FeatureStore(Protocol):
+class Sink(Protocol):
+    """The lifecycle every output port carries. Required: ``flush``, ``close``.
+
+    ``flush`` hands on everything published so far (to the file, the broker, the cache); ``close`` flushes and
+    releases what the sink holds. The driver that built the sinks closes them once, through
+    :meth:`engine.runtime.RuntimeSinks.close`, never by probing for a method.
+    """
+
+    async def flush(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class FeatureStore(Sink, Protocol):
     """Latest features and a bounded window of recent bars per symbol.
 
-    Required: ``save`` (features plus the bar they came from), ``latest``, ``recent_bars``.
+    Required: ``save`` (features plus the bar they came from), ``latest``, ``recent_bars``, and the
+    :class:`Sink` lifecycle.
     """
 
     async def save(self, bar: Bar, features: Features) -> None: ...
@@ -64,28 +78,27 @@ class FeatureStore(Protocol):
     async def recent_bars(self, symbol: str, limit: int) -> list[Bar]: ...
 
 
-class FeatureSink(Protocol):
-    """Where per-bar features go (files, topics). Required: ``publish``."""
+class FeatureSink(Sink, Protocol):
+    """Where per-bar features go (files, topics). Required: ``publish`` and the :class:`Sink` lifecycle."""
 
     async def publish(self, features: Features) -> None: ...
 
 
-class SentimentSink(Protocol):
-    """Where per-news sentiment scores go. Required: ``publish``."""
+class SentimentSink(Sink, Protocol):
+    """Where per-news sentiment scores go. Required: ``publish`` and the :class:`Sink` lifecycle."""
 
     async def publish(self, score: SentimentScore) -> None: ...
 
 
-class SignalSink(Protocol):
-    """Where composite signals go. Required: ``publish``, ``flush``."""
+class SignalSink(Sink, Protocol):
+    """Where composite signals go. Required: ``publish`` and the :class:`Sink` lifecycle."""
 
     async def publish(self, signal: CompositeSignal) -> None: ...
 
-    async def flush(self) -> None: ...
 
-
-class DeadLetterSink(Protocol):
-    """Where bad records go, with their reason. Required: ``publish``; ``count`` reports the total."""
+class DeadLetterSink(Sink, Protocol):
+    """Where bad records go, with their reason. Required: ``publish``, ``count`` (the total so far) and the
+    :class:`Sink` lifecycle."""
 
     async def publish(self, record: DeadLetter) -> None: ...
 

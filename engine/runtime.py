@@ -47,6 +47,15 @@ class RuntimeSinks:
     decisions: Sequence[SignalSink] = ()
     store: FeatureStore | None = None
 
+    async def close(self) -> None:
+        """Close every sink once (a sink may serve several roles), dead letters last: closing may still fail."""
+        seen: set[int] = set()
+        store: list[FeatureStore] = [self.store] if self.store is not None else []
+        for sink in (*self.features, *self.signals, *self.sentiment, *self.decisions, *store, self.dead_letters):
+            if id(sink) not in seen:
+                seen.add(id(sink))
+                await sink.close()
+
 
 @dataclass(slots=True)
 class RuntimeStats:

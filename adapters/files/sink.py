@@ -42,14 +42,17 @@ class _JsonlWriter:
     async def flush(self) -> None:
         self._handle.flush()
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        self.close_file()
+
+    def close_file(self) -> None:
         self._handle.close()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.close_file()
 
 
 class JsonlFeatureSink(_JsonlWriter):
@@ -82,6 +85,9 @@ class StdoutSignalSink:
     async def flush(self) -> None:
         self._out.flush()
 
+    async def close(self) -> None:
+        self._out.flush()  # stdout stays open for whatever else the process prints
+
 
 class DeadLetterFile:
     """Dead letters as JSONL ``{"reason","source","line","raw","ts_init"}``; the file is only
@@ -109,9 +115,13 @@ class DeadLetterFile:
         self._writer.write({"reason": record.reason, "source": record.source, "line": record.line,
                             "raw": record.raw, "ts_init": record.ts_init})
 
-    def close(self) -> None:
+    async def flush(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            await self._writer.flush()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close_file()
 
 
 class RecordingWriter:
@@ -151,7 +161,7 @@ class RecordingWriter:
         return self._writer.count
 
     def close(self) -> None:
-        self._writer.close()
+        self._writer.close_file()
 
     def __enter__(self) -> RecordingWriter:
         return self

@@ -17,5 +17,8 @@ class BusSignalSink:
         await self.bus.publish(self.topic, signal)
 
     async def flush(self) -> None:
-        return None
+        return None  # a bus publish is delivered when it returns
+
+    async def close(self) -> None:
+        return None  # the bus belongs to whoever made it; subscribers may still be reading
 

@@ -35,3 +35,9 @@ class InMemoryFeatureStore:
 
     def symbols(self) -> list[str]:
         return sorted(self._latest)
+
+    async def flush(self) -> None:
+        return None  # saved in place: nothing is buffered
+
+    async def close(self) -> None:
+        return None  # holds no connection; the windows stay readable

@@ -151,6 +151,12 @@ class _CountingDeadLetters:
         self._stats.dead_letters += 1
         await self._sink.publish(record)
 
+    async def flush(self) -> None:
+        await self._sink.flush()
+
+    async def close(self) -> None:
+        await self._sink.close()
+
 
 class _NewsReportedElsewhere:
     """Dead letters of a news copy that partition 0's copy reports: counted here, published there."""
@@ -169,6 +175,12 @@ class _NewsReportedElsewhere:
             return
         await self._sink.publish(record)
 
+    async def flush(self) -> None:
+        await self._sink.flush()
+
+    async def close(self) -> None:
+        await self._sink.close()
+
 
 class _ScoreReportedOnce:
     """Publishes a score from the copy of the lowest partition among the symbols it is about."""
@@ -181,6 +193,12 @@ class _ScoreReportedOnce:
     async def publish(self, score: SentimentScore) -> None:
         if min(self._partition_of(s) for s in score.symbols) == self._partition:
             await self._sink.publish(score)
+
+    async def flush(self) -> None:
+        await self._sink.flush()
+
+    async def close(self) -> None:
+        await self._sink.close()
 
 
 class StreamProcessor:

@@ -35,6 +35,9 @@ class KafkaSignalSink:
         if self._flush is not None:
             await self._flush()
 
+    async def close(self) -> None:
+        await self.flush()  # the producer is the app's: closing a sink never stops it
+
 
 class KafkaEventSink:
     """Implements FeatureSink/SentimentSink's ``publish``: features (key = symbol) and sentiment scores
@@ -55,6 +58,9 @@ class KafkaEventSink:
         if self._flush is not None:
             await self._flush()
 
+    async def close(self) -> None:
+        await self.flush()  # the producer is the app's: closing a sink never stops it
+
 
 class KafkaDeadLetterSink:
     """Implements :class:`engine.ports.DeadLetterSink`: every bad record lands on ``deadletter``, counted."""
@@ -71,3 +77,9 @@ class KafkaDeadLetterSink:
     @property
     def count(self) -> int:
         return self._count
+
+    async def flush(self) -> None:
+        return None  # each dead letter is awaited onto the producer as it is published
+
+    async def close(self) -> None:
+        return None  # the producer is the app's: closing a sink never stops it

@@ -88,6 +88,12 @@ class _CountingDeadLetters:
     def count(self) -> int:
         return self._quality.dead_letters
 
+    async def flush(self) -> None:
+        await self._inner.flush()
+
+    async def close(self) -> None:
+        await self._inner.close()
+
 
 class Backtester:
     """Trades one symbol's bar-close decisions on a :class:`SimulatedBroker`.
@@ -218,7 +224,10 @@ class Backtester:
         )
 
     async def flush(self) -> None:
-        return None
+        return None  # fills are booked as decisions arrive
+
+    async def close(self) -> None:
+        return None  # the result stays readable after the run
 
     # -- the result --------------------------------------------------------------------------
     def result(self, replay: RuntimeStats, threshold: float) -> BacktestResult:

@@ -110,7 +110,7 @@ async def run_backtest_files(
         )
     finally:
         bar.close()
-        dead.close()
+        await dead.close()
 
 
 # -- the report folder ---------------------------------------------------------------------------

@@ -48,6 +48,12 @@ class QueueDeadLetters:
         self._count += 1
         await self._queue.put(record)
 
+    async def flush(self) -> None:
+        return None  # the publisher drains the queue; its own flush waits for the broker
+
+    async def close(self) -> None:
+        return None
+
 
 async def live_items(arrivals: AsyncIterator[Any]) -> AsyncIterator[Any]:
     """Live arrivals as the publisher takes them: each venue message's market events, news, dead letters."""

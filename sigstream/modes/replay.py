@@ -71,15 +71,14 @@ async def run_replay(
     dead = DeadLetterFile(outputs.dead_letters)
     feature_sinks = [JsonlFeatureSink(outputs.features)] if outputs.features else []
     signal_sinks = [JsonlSignalSink(outputs.signals)] if outputs.signals else []
+    sinks = RuntimeSinks(dead, feature_sinks, signal_sinks)
     bar = tqdm(desc="replay", unit=" events", disable=not progress, mininterval=0.5)
     try:
-        runtime = Runtime(engine, batcher, RuntimeSinks(dead, feature_sinks, signal_sinks), on_progress=bar.update)
+        runtime = Runtime(engine, batcher, sinks, on_progress=bar.update)
         report = await runtime.run(merge_in_time_order(sources))
     finally:
         bar.close()
-        for sink in (*feature_sinks, *signal_sinks):
-            sink.close()
-        dead.close()
+        await sinks.close()
     return report, dead
 
 

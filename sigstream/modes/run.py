@@ -38,7 +38,7 @@ from engine.batcher import MicroBatcher
 from engine.errors import FatalError, TransientError
 from engine.events import Bar, Interval, NewsItem, Received
 from engine.pipeline import SignalEngine
-from engine.ports import BarBackfill, NewsSource, Recorder, TickSource
+from engine.ports import BarBackfill, FeatureStore, NewsSource, Recorder, TickSource
 from engine.runtime import Runtime, RuntimeSinks
 from sigstream.settings import Settings
 
@@ -275,7 +275,7 @@ async def run_embedded(
     dead = DeadLetterFile(dead_letters_out)
     engine = SignalEngine(settings.engine, symbols=frozenset(settings.bybit.symbols))
     batcher = MicroBatcher(load_sentiment_model(settings.model), settings.engine.batcher)
-    store: Any = InMemoryFeatureStore()
+    store: FeatureStore = InMemoryFeatureStore()
     if settings.redis.url is not None:  # --redis or SIGSTREAM_REDIS__URL
         from adapters.redis.store import RedisFeatureStore, ResilientFeatureStore
 
@@ -292,7 +292,8 @@ async def run_embedded(
     if healer is not None:
         healer.seed(warmed)
     ticks, news = _sources(settings, chosen, dead, clock)
-    runtime = Runtime(engine, batcher, RuntimeSinks(dead, signals=signal_sinks, store=store))
+    sinks = RuntimeSinks(dead, signals=signal_sinks, store=store)
+    runtime = Runtime(engine, batcher, sinks)
     groups: dict[str, Any] = {"engine": lambda: engine.stats, "batcher": lambda: batcher.stats,
                               "service": lambda: runtime.stats}
     if healer is not None:
@@ -312,11 +313,7 @@ async def run_embedded(
             await rest.close()
         if recorder is not None:
             recorder.close()
-        if hasattr(store, "close"):
-            await store.close()
-        dead.close()
-        if jsonl is not None:
-            jsonl.close()
+        await sinks.close()
     stats = runtime.stats
     # Sources dead-letter bad frames themselves: the sink's count is the run's count.
     healed = ""
