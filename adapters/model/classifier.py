@@ -32,6 +32,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from adapters.model.calibration import scale_logits, served_temperature
 from adapters.model.client import LoadedClassifier, load_classifier
 from adapters.model.config import ModelSettings
 
@@ -63,8 +64,11 @@ class TransformersSentimentModel:
         max_length: int = 128,
         sort_by_length: bool = True,
         padding_buckets: Sequence[int] = (),
+        temperature: float = 1.0,
     ) -> None:
         self._loaded = loaded
+        # calibration.json's temperature (adapters/model/calibration.py); 1.0 leaves the logits as they are.
+        self.temperature = temperature
         self.batch_size = batch_size
         self.max_length = max_length
         self.sort_by_length = sort_by_length
@@ -98,6 +102,7 @@ class TransformersSentimentModel:
             max_length=settings.max_length,
             sort_by_length=settings.sort_by_length,
             padding_buckets=settings.padding_buckets,
+            temperature=served_temperature(settings.adapter, settings.base, settings.calibrate),
         )
 
     @classmethod
@@ -110,6 +115,7 @@ class TransformersSentimentModel:
             batch_size=1,
             max_length=settings.max_length,
             sort_by_length=False,
+            temperature=served_temperature(settings.adapter, settings.base, settings.calibrate),
         )
 
     def predict_proba(self, texts: Sequence[str]) -> list[Probs]:
@@ -152,7 +158,7 @@ class TransformersSentimentModel:
                     padded = tok.pad(features, padding="max_length", max_length=length, return_tensors="pt")
                 batch = {k: v.to(device) for k, v in padded.items()}
                 logits = self._loaded.model(**batch).logits[: len(chunk)]
-                probs = torch.softmax(logits.float(), dim=-1)[:, cols].cpu().tolist()
+                probs = torch.softmax(scale_logits(logits.float(), self.temperature), dim=-1)[:, cols].cpu().tolist()
                 for i, p in zip(chunk, probs, strict=True):
                     out[i] = (p[0], p[1], p[2])
         missing = [i for i, p in enumerate(out) if p is None]
@@ -165,7 +171,13 @@ class BaselineSentimentModel(TransformersSentimentModel):
 
     def __init__(self, settings: ModelSettings | None = None) -> None:
         built = TransformersSentimentModel.baseline(settings)
-        super().__init__(built._loaded, batch_size=1, max_length=built.max_length, sort_by_length=False)
+        super().__init__(
+            built._loaded,
+            batch_size=1,
+            max_length=built.max_length,
+            sort_by_length=False,
+            temperature=built.temperature,
+        )
 
 
 class _RowPadding:

@@ -74,6 +74,11 @@ class ModelSettings(BaseModel):
     num_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads on CPU; unset keeps torch's default (the cores)."
     )
+    calibrate: bool = Field(
+        True,
+        description="Divide the logits by the temperature in calibration.json beside the adapter (or full model), "
+        "when there is one; off serves the raw softmax.",
+    )
 
     @field_validator("padding_buckets")
     @classmethod
