@@ -12,6 +12,22 @@ from engine.state import corrupt, decode_float, decode_int, decode_list, encode_
 _INF = math.inf  # NaN fails every comparison with it, so one chain also rejects NaN
 
 
+def is_newer(bar: Bar, last_start: int | None) -> bool:
+    """The one ordering rule for one symbol's bars: a bar is used only if it starts after the last one used.
+
+    A duplicate would count twice in every rolling window, and an older bar would reorder them.
+    """
+    return last_start is None or bar.start > last_start
+
+
+def bar_order_error(bar: Bar, last_start: int | None) -> InvalidInput | None:
+    """:func:`is_newer` as the error a reader dead-letters (None when the bar is newer)."""
+    if is_newer(bar, last_start):
+        return None
+    kind = "duplicate" if bar.start == last_start else "out-of-order"
+    return InvalidInput(f"{kind} bar start {bar.start} after {last_start}")
+
+
 def check_ohlcv(symbol: str, open_: float, high: float, low: float, close: float, volume: float) -> None:
     """Raise :class:`InvalidInput` unless 0 < low <= open, close <= high, and 0 <= volume, all finite.
 

@@ -13,8 +13,7 @@ import math
 from collections import deque
 from typing import Any
 
-from engine.bars import check_ohlcv
-from engine.errors import InvalidInput
+from engine.bars import bar_order_error, check_ohlcv
 from engine.events import FEATURE_NAMES, Bar, Features, Interval
 from engine.state import (
     decode_float,
@@ -101,9 +100,8 @@ class FeatureCalculator:
                 window), or its prices are unusable (see :func:`engine.bars.check_ohlcv`).
         """
         close, high, low, volume = bar.close, bar.high, bar.low, bar.volume
-        if self.last_start is not None and bar.start <= self.last_start:
-            kind = "duplicate" if bar.start == self.last_start else "out-of-order"
-            raise InvalidInput(f"{kind} bar of {self.symbol} at {bar.start}: bars up to {self.last_start} are in")
+        if (order_error := bar_order_error(bar, self.last_start)) is not None:
+            raise order_error
         open_ = bar.open
         # Inline on this hot path; check_ohlcv holds the rule and words the error.
         if not (0.0 < low <= open_ <= high and low <= close <= high and 0.0 <= volume < _INF and high < _INF):

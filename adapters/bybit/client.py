@@ -60,7 +60,6 @@ class BybitWsClient:
         self._topics: dict[str, None] = {}  # insertion-ordered set
         self._ws: ClientConnection | None = None
         self._closed = asyncio.Event()
-        self._connected = asyncio.Event()
         self._pong = asyncio.Event()
         self._req_ids = itertools.count(1)
         self._backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s, settings.backoff_factor)
@@ -69,26 +68,12 @@ class BybitWsClient:
     def topics(self) -> list[str]:
         return list(self._topics)
 
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    async def wait_connected(self) -> None:
-        await self._connected.wait()
-
     async def subscribe(self, args: Iterable[str]) -> None:
         """Subscribe to topics now if connected; they are (re)subscribed on every (re)connect."""
         new = [topic for topic in args if topic not in self._topics]
         self._topics.update(dict.fromkeys(new))
         if new and self._ws is not None:
             await self._send_op("subscribe", new)
-
-    async def unsubscribe(self, args: Iterable[str]) -> None:
-        gone = [topic for topic in args if topic in self._topics]
-        for topic in gone:
-            del self._topics[topic]
-        if gone and self._ws is not None:
-            await self._send_op("unsubscribe", gone)
 
     async def resubscribe(self, topic: str) -> None:
         """Unsubscribe then subscribe one topic: Bybit answers with a fresh snapshot.
@@ -165,7 +150,6 @@ class BybitWsClient:
                 if self.stats.connects > 1:
                     log.info("bybit websocket connected again (connection %d), %d topics resubscribed",
                              self.stats.connects, len(self._topics))
-                self._connected.set()
                 async for message in ws:
                     ts_init = self.clock.now_ms()
                     self.stats.messages += 1
@@ -173,7 +157,6 @@ class BybitWsClient:
                         self.stats.data_messages += 1
                     await on_message(message, ts_init)
             finally:
-                self._connected.clear()
                 self._ws = None
                 heartbeat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -18,6 +18,7 @@ from typing import Any
 from engine.backtest import metrics
 from engine.backtest.broker import Fill, SimulatedBroker, TradeRecord
 from engine.backtest.config import BacktestSettings
+from engine.bars import bar_order_error
 from engine.batcher import MicroBatcher
 from engine.errors import FatalError, InvalidInput
 from engine.events import Bar, CompositeSignal, DeadLetter, Interval, NewsItem, Signal, Trade
@@ -162,10 +163,9 @@ class Backtester:
     def _check_order(self, bar: Bar) -> DeadLetter | None:
         last = self._last_bar
         if last is not None:
-            if bar.start <= last.start:
-                kind = "duplicate" if bar.start == last.start else "out-of-order"
+            if (order_error := bar_order_error(bar, last.start)) is not None:
                 return DeadLetter(
-                    f"{kind} bar start {bar.start} after {last.start}",
+                    order_error.reason,
                     f"backtest:{self.symbol}",
                     repr(bar),
                     None,

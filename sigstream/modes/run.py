@@ -34,6 +34,7 @@ from adapters.inprocess.sink import BusSignalSink
 from adapters.inprocess.store import InMemoryFeatureStore
 from adapters.prometheus.server import serve_metrics
 from adapters.system.clock import WallClock
+from engine.bars import is_newer
 from engine.batcher import MicroBatcher
 from engine.errors import FatalError, TransientError
 from engine.events import Bar, Interval, NewsItem, Received
@@ -158,7 +159,7 @@ class GapHealer:
 
     def note(self, bar: Bar) -> None:
         """A bar was fed to the runtime (or warmed into the engine)."""
-        if bar.interval == self.interval and bar.symbol in self.symbols and bar.start > self._last.get(bar.symbol, -1):
+        if bar.interval == self.interval and bar.symbol in self.symbols and is_newer(bar, self._last.get(bar.symbol)):
             self._last[bar.symbol] = bar.start
 
     def arrived(self, ts_init: int) -> None:
@@ -187,7 +188,7 @@ class GapHealer:
                 continue
             fresh: dict[int, Bar] = {}
             for bar in bars:
-                if bar.symbol == symbol and bar.interval == self.interval and bar.start > after:
+                if bar.symbol == symbol and bar.interval == self.interval and is_newer(bar, after):
                     fresh.setdefault(bar.start, bar)
             if not fresh:
                 log.info("no %s bar of %s missed during the reconnect", self.interval.value, symbol)
