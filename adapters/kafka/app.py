@@ -68,6 +68,7 @@ class _Held:
     record: RawRecord
     ack: Ack
     after: int | None  # the other topic's offset this record must wait for (its stamp); None: no wait
+    since: float | None = None  # when it was found unable to be fed at once (monotonic); None: fed on arrival
 
 
 class _SharedAck:
@@ -138,10 +139,29 @@ class ProcessorStats:
     runtime: RuntimeStats = field(default_factory=RuntimeStats)
 
 
+class ProcessorObserver(Protocol):
+    """What a worker reports beyond its counters (metrics). Required: both methods; they must not block."""
+
+    def dead_letter(self, record: DeadLetter) -> None:
+        """A dead letter was published."""
+
+    def ordering_wait_observed(self, topic: str, seconds: float) -> None:
+        """A record of ``topic`` that had to wait for the other topic was fed after ``seconds``."""
+
+
+class _Unobserved:
+    def dead_letter(self, record: DeadLetter) -> None:
+        return None
+
+    def ordering_wait_observed(self, topic: str, seconds: float) -> None:
+        return None
+
+
 class _CountingDeadLetters:
     def __init__(self, sink: DeadLetterSink, stats: ProcessorStats) -> None:
         self._sink = sink
         self._stats = stats
+        self.observer: ProcessorObserver = _Unobserved()
 
     @property
     def count(self) -> int:
@@ -149,6 +169,7 @@ class _CountingDeadLetters:
 
     async def publish(self, record: DeadLetter) -> None:
         self._stats.dead_letters += 1
+        self.observer.dead_letter(record)
         await self._sink.publish(record)
 
     async def flush(self) -> None:
@@ -238,6 +259,14 @@ class StreamProcessor:
         self._owned: dict[int, _Partition] = {}
         self._symbol_partitions: dict[str, int] = {}
         self._other_intervals: set[tuple[str, str]] = set()
+        self._observer: ProcessorObserver = _Unobserved()
+        # (topic, partition) -> the offset after the last record received: the consumer lag's reference point
+        self.consumed: dict[tuple[str, int], int] = {}
+
+    def observe(self, observer: ProcessorObserver) -> None:
+        """Report dead letters and ordering waits to ``observer`` (the metrics) from now on."""
+        self._observer = observer
+        self.dead_letters.observer = observer
 
     # -- partitions ----------------------------------------------------------------------------
     def partition_of(self, symbol: str) -> int:
@@ -283,6 +312,8 @@ class StreamProcessor:
         committed offsets; this worker's state for them is dropped."""
         for partition in partitions:
             self._owned.pop(partition, None)
+        for key in [key for key in self.consumed if key[1] in partitions]:
+            del self.consumed[key]
 
     def owned_partitions(self) -> set[int]:
         return set(self._owned)
@@ -313,20 +344,25 @@ class StreamProcessor:
         the next bar, a full batch, or once nothing more is waiting.
         """
         owned = await self._partition(record.partition)
+        self.consumed[(record.topic, record.partition)] = record.offset + 1
         is_news = record.topic == self._news_topic
         if record.offset < (owned.skip_news_below if is_news else owned.skip_market_below):
             self.stats.records_in_snapshot += 1
             await ack()
             return
+        held = _Held(record, ack, None)
         if is_news:
             self.stats.news_records += 1
-            after = await self._stamp(record, MARKET_HEADER)
-            owned.news.append(_Held(record, ack, after))
+            held.after = await self._stamp(record, MARKET_HEADER)
+            queue = owned.news
         else:
             self.stats.market_records += 1
-            after = await self._stamp(record, NEWS_HEADER)
-            owned.market.append(_Held(record, ack, after))
+            held.after = await self._stamp(record, NEWS_HEADER)
+            queue = owned.market
+        queue.append(held)
         await self._advance(record.partition, owned)
+        if queue and queue[-1] is held:  # still waiting for its turn (feeding pops from the left)
+            held.since = time.monotonic()
         if not more_waiting:
             await self.score_pending()
 
@@ -352,12 +388,16 @@ class StreamProcessor:
                 head = owned.market[0]
                 if head.after is None or head.after <= await self._news_known(partition, owned):
                     owned.market.popleft()
+                    if head.since is not None:
+                        self._observer.ordering_wait_observed(head.record.topic, time.monotonic() - head.since)
                     await self._feed_market(owned, head)
                     continue
             if owned.news:
                 head = owned.news[0]
                 if head.after is None or head.after <= await self._market_known(partition, owned):
                     owned.news.popleft()
+                    if head.since is not None:
+                        self._observer.ordering_wait_observed(head.record.topic, time.monotonic() - head.since)
                     await self._feed_news(partition, owned, head)
                     continue
             break
@@ -538,12 +578,12 @@ def start_offset_reader(settings: KafkaSettings) -> StartOffset:
     (a new group reads from the earliest record)."""
 
     async def start_offset(topic: str, partition: int) -> int:
-        from aiokafka import AIOKafkaConsumer
-        from aiokafka.admin import AIOKafkaAdminClient
         from aiokafka.structs import TopicPartition
 
+        from adapters.kafka.client import make_admin, make_consumer
+
         tp = TopicPartition(topic, partition)
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+        admin = make_admin(settings)
         await admin.start()
         try:
             offsets = await admin.list_consumer_group_offsets(settings.app_id)
@@ -552,7 +592,7 @@ def start_offset_reader(settings: KafkaSettings) -> StartOffset:
         meta = offsets.get(tp)
         if meta is not None and meta.offset >= 0:
             return int(meta.offset)
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap)
+        consumer = make_consumer(settings, isolation_level="read_uncommitted", enable_auto_commit=False)
         await consumer.start()
         try:
             return int((await consumer.beginning_offsets([tp]))[tp])
@@ -563,6 +603,26 @@ def start_offset_reader(settings: KafkaSettings) -> StartOffset:
 
 
 # -- faust ----------------------------------------------------------------------------------------
+def broker_credentials(settings: KafkaSettings) -> Any:
+    """faust's ``broker_credentials`` for the security settings (None: PLAINTEXT); faust hands them to every
+    consumer and producer it builds (``credentials_to_aiokafka_auth``)."""
+    import faust
+
+    from adapters.kafka.client import security_options
+
+    options = security_options(settings)  # checks the settings fit together; the TLS context, built by aiokafka
+    context = options.get("ssl_context")
+    if settings.uses_sasl():
+        assert settings.sasl_password is not None  # security_options checked it
+        # With an ssl_context, SASLCredentials speaks SASL_SSL; without, SASL_PLAINTEXT.
+        password = settings.sasl_password.get_secret_value()
+        return faust.SASLCredentials(username=settings.sasl_username, password=password, ssl_context=context,
+                                     mechanism=settings.sasl_mechanism)
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
 def create_app(
     settings: KafkaSettings,
     processor_factory: Callable[[Send, StartOffset], StreamProcessor],
@@ -600,6 +660,7 @@ def create_app(
     app = App(
         settings.app_id,
         broker=settings.broker_url(),
+        broker_credentials=broker_credentials(settings),
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",

@@ -6,10 +6,12 @@ import asyncio
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from adapters.kafka.config import KafkaSettings
-from adapters.prometheus.config import MetricsSettings
 from adapters.redis.config import RedisSettings
 from engine.errors import FatalError
 from sigstream.modes.sentiment import load_model
@@ -23,7 +25,7 @@ def with_real_partition_count(kafka: KafkaSettings) -> KafkaSettings:
     setting's (which only sizes topics this project creates), as a new object."""
     from adapters.kafka.client import partition_counts
 
-    counts = asyncio.run(partition_counts(kafka.bootstrap, [kafka.topics.market_raw, kafka.topics.news_raw]))
+    counts = asyncio.run(partition_counts(kafka, [kafka.topics.market_raw, kafka.topics.news_raw]))
     real, news = counts[kafka.topics.market_raw], counts[kafka.topics.news_raw]
     if real is not None and news is not None and news != real:
         raise FatalError(
@@ -41,6 +43,7 @@ def with_real_partition_count(kafka: KafkaSettings) -> KafkaSettings:
 def build_app(settings: Settings, model: Any) -> Any:
     """The faust app wired to the runtime, the micro-batcher and (optionally) Redis."""
     from adapters.kafka.app import StreamProcessor, create_app
+    from adapters.prometheus.server import MetricsServer
     from engine.batcher import MicroBatcher
 
     redis_settings = settings.redis if settings.redis.url is not None else None
@@ -55,8 +58,12 @@ def build_app(settings: Settings, model: Any) -> Any:
 
         state = KafkaStateStore(settings.kafka)
 
+    observed: list[tuple[Any, Any]] = []  # (registry, WorkerMetrics), made with the processor
+
     def factory(send: Any, start_offset: Any) -> StreamProcessor:
-        batcher = MicroBatcher(model, settings.engine.batcher)
+        registry, metrics = worker_metrics(settings.kafka, lambda: processor, lambda: batcher)
+        observed.append((registry, metrics))
+        batcher = MicroBatcher(metrics.timed(model), settings.engine.batcher)
         store = None
         if redis_settings is not None:
             from adapters.inprocess.store import InMemoryFeatureStore
@@ -74,7 +81,7 @@ def build_app(settings: Settings, model: Any) -> Any:
             state=state,
             warm=warm,
         )
-        _serve_worker_metrics(settings.metrics, processor, batcher)
+        processor.observe(metrics)
         return processor
 
     async def stopping(processor: StreamProcessor) -> None:
@@ -104,7 +111,135 @@ def build_app(settings: Settings, model: Any) -> Any:
             stats.records_in_snapshot,
         )
 
-    return create_app(settings.kafka, factory, on_stopping=stopping)
+    app = create_app(settings.kafka, factory, on_stopping=stopping)
+    registry, metrics = observed[-1]
+    server = None
+    if settings.metrics.port:
+        server = MetricsServer(settings.metrics, registry).start()
+        log.info("metrics on http://%s:%d/metrics (probes: /healthz, /readyz)", settings.metrics.host, server.port)
+    _observe(app, settings, app.sigstream_processor, metrics, server)
+    return app
+
+
+def worker_metrics(
+    kafka: KafkaSettings, processor: Callable[[], Any], batcher: Callable[[], Any]
+) -> tuple[Any, Any]:
+    """The worker's Prometheus registry and its :class:`~adapters.prometheus.metrics.WorkerMetrics`: the worker's,
+    its runtimes', the engines' and the batcher's counters (read at scrape time, ``sigstream_<group>_<field>``)
+    and the named worker metrics. ``processor()`` and ``batcher()`` are read at scrape time."""
+    from prometheus_client import CollectorRegistry
+
+    from adapters.prometheus.metrics import WorkerMetrics
+    from adapters.prometheus.server import StatsCollector
+
+    registry = CollectorRegistry()
+    registry.register(StatsCollector({
+        "worker": lambda: processor().stats,
+        "runtime": lambda: processor().runtime_stats(),
+        "engine": lambda: processor().runtime_stats().engine,
+        "batcher": lambda: batcher().stats,
+    }))
+    topics = kafka.topics
+
+    def held() -> int:
+        processor().runtime_stats()  # refreshes stats.held from the partitions
+        return int(processor().stats.held)
+
+    metrics = WorkerMetrics(
+        registry,
+        records_in=lambda: {topics.market_raw: processor().stats.market_records,
+                            topics.news_raw: processor().stats.news_records},
+        signals_out=lambda: processor().runtime_stats().signals,
+        held=held,
+    )
+    return registry, metrics
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Running totals at one moment, for the throughput line."""
+
+    at: float  # monotonic seconds
+    market: int
+    news: int
+    signals: int
+    dead_letters: int
+
+
+def totals(processor: Any, at: float) -> Totals:
+    stats = processor.stats
+    return Totals(at, stats.market_records, stats.news_records, processor.runtime_stats().signals, stats.dead_letters)
+
+
+def throughput_line(before: Totals, now: Totals, kafka: KafkaSettings, lags: dict[tuple[str, int], int],
+                    held: int) -> str:
+    """One log line: rates since ``before``, the dead letters in that time, lag and held records now."""
+    seconds = max(now.at - before.at, 1e-9)
+    market, news = (now.market - before.market) / seconds, (now.news - before.news) / seconds
+    signals = (now.signals - before.signals) / seconds
+    lag = f"lag {sum(lags.values())} records over {len(lags)} partitions" if lags else "lag not known yet"
+    return (f"throughput over {seconds:.0f} s: {market + news:.1f} records/s in ({kafka.topics.market_raw} "
+            f"{market:.1f}/s, {kafka.topics.news_raw} {news:.1f}/s), {signals:.1f} signals/s out, "
+            f"{now.dead_letters - before.dead_letters} dead letters, {lag}, {held} records held for their turn")
+
+
+async def read_lags(app: Any, kafka: KafkaSettings, processor: Any) -> dict[tuple[str, int], int]:
+    """Per owned input partition: the broker's end offset minus the offset after the last record the worker
+    received (before its first record: the consumer's fetch position)."""
+    inputs = (kafka.topics.market_raw, kafka.topics.news_raw)
+    partitions = [tp for tp in app.consumer.assignment() if tp.topic in inputs]
+    if not partitions:
+        return {}
+    ends = await app.consumer.highwaters(*partitions)
+    lags: dict[tuple[str, int], int] = {}
+    for tp in partitions:
+        end = ends.get(tp)
+        position = processor.consumed.get((tp.topic, tp.partition))
+        if position is None:
+            try:
+                position = await asyncio.wait_for(app.consumer.position(tp), 1.0)
+            except TimeoutError:
+                position = None
+        if end is not None and position is not None:
+            lags[(tp.topic, tp.partition)] = max(0, int(end) - int(position))
+    return lags
+
+
+def _observe(app: Any, settings: Settings, processor: Any, metrics: Any, server: Any) -> None:
+    """Timers on the worker's loop: consumer lag, the liveness beat and the throughput line; readiness once the
+    worker joined its group."""
+    interval = settings.metrics.lag_interval_s
+    log_every = settings.metrics.log_interval_s
+    state: dict[str, Any] = {"last": totals(processor, time.monotonic()), "lags": {}, "failing": False}
+
+    @app.timer(interval, name="sigstream.observe")
+    async def observe() -> None:
+        if server is not None:
+            server.beat()
+        try:
+            state["lags"] = await read_lags(app, settings.kafka, processor)
+        except Exception as exc:  # the broker is away: lag is not known now, the worker goes on
+            if not state["failing"]:
+                log.warning("consumer lag not read: %s", exc)
+            state["failing"] = True
+        else:
+            state["failing"] = False
+            metrics.set_lags(state["lags"])
+        now = totals(processor, time.monotonic())
+        if log_every and now.at - state["last"].at >= log_every:
+            log.info("%s", throughput_line(state["last"], now, settings.kafka, state["lags"], processor.held))
+            state["last"] = now
+
+    if server is not None:
+
+        @app.on_partitions_assigned.connect
+        async def _ready(sender: Any, assigned: Any, **kwargs: Any) -> None:
+            server.beat()
+            server.set_ready(True)
+
+        @app.on_before_shutdown.connect
+        async def _not_ready(sender: Any, **kwargs: Any) -> None:
+            server.set_ready(False)
 
 
 async def _broker_answers(bootstrap: str, timeout_s: float = 1.0) -> bool:
@@ -118,21 +253,6 @@ async def _broker_answers(bootstrap: str, timeout_s: float = 1.0) -> bool:
         writer.close()
         return True
     return False
-
-
-def _serve_worker_metrics(settings: MetricsSettings, processor: Any, batcher: Any) -> None:
-    """``/metrics`` on ``settings.port`` (when set): the worker's, its runtimes', the engines' and the batcher's
-    counters, read at scrape time."""
-    from adapters.prometheus.server import serve_metrics
-
-    serve_metrics(settings, {
-        "worker": lambda: processor.stats,
-        "runtime": processor.runtime_stats,
-        "engine": lambda: processor.runtime_stats().engine,
-        "batcher": lambda: batcher.stats,
-    })
-    if settings.port:
-        log.info("metrics on http://%s:%d/metrics", settings.host, settings.port)
 
 
 async def _warm_up(settings: RedisSettings) -> dict[str, list[Any]]:
