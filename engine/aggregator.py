@@ -37,8 +37,21 @@ def score_from_probs(
 class SignalAggregator:
     """Keeps recent sentiment per symbol and turns it into :class:`CompositeSignal` on demand.
 
-    Each item votes for its label with weight ``confidence * 0.5 ** (age / half_life)``; the votes
-    are normalised to sum to one, the winning label is the signal and its share the confidence.
+    Each item votes for its label with weight ``w = confidence * 0.5 ** (age / half_life)``; the votes are
+    normalised into the shares (``scores``) and the label with the largest share is the signal.
+
+    The confidence weighs how much evidence stands behind that share. With ``W_k`` the summed decayed
+    weight for label ``k`` and ``W = W_SELL + W_HOLD + W_BUY``, the label probabilities get a symmetric
+    Dirichlet prior of total mass ``a = prior_strength`` (``a/3`` per label); the posterior mean of the
+    winner is the confidence::
+
+        confidence = (a/3 + W_win) / (a + W)
+
+    Each item adds at most 1 to ``W`` (its model confidence, decayed), so the number of items and their
+    freshness both count: one item alone stays below ``(1/3 + 1) / 2 = 0.667`` with the default ``a = 1``, two
+    fresh unanimous items of confidence 0.9 reach 0.76, and the confidence tends to the vote share as
+    evidence grows. ``actionable`` needs BUY or SELL (never HOLD), ``num_sources >= min_sources``, the
+    confidence at or above ``threshold``, and market data for the symbol unless ``news_only``.
     """
 
     def __init__(self, settings: AggregatorSettings | None = None) -> None:
@@ -98,10 +111,17 @@ class SignalAggregator:
         if total > 0.0:
             shares = {k: v / total for k, v in votes.items()}
             signal = max(_TIE_ORDER, key=lambda s: shares[s])
-            confidence = shares[signal]
+            prior = settings.prior_strength
+            confidence = (prior / 3.0 + votes[signal]) / (prior + total)
         else:
             shares, signal, confidence = votes, Signal.HOLD, 0.0
-        actionable = sources >= settings.min_sources and confidence >= settings.threshold
+        market_data = features is not None
+        actionable = (
+            signal is not Signal.HOLD
+            and sources >= settings.min_sources
+            and confidence >= settings.threshold
+            and (market_data or settings.news_only)
+        )
         return CompositeSignal(
             symbol,
             signal,
@@ -115,6 +135,7 @@ class SignalAggregator:
             at_ms,
             ts_init,
             cause,
+            market_data,
         )
 
     # -- snapshots (engine.state) ---------------------------------------------------------------------

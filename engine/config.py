@@ -64,6 +64,40 @@ class AggregatorSettings(BaseModel):
     half_life_ms: int = Field(21_600_000, gt=0, description="A news item's weight halves every half-life.")
     threshold: float = Field(0.7, ge=0.0, le=1.0, description="Confidence at or above which a signal is actionable.")
     min_sources: int = Field(1, ge=1, description="News items needed before a signal can be actionable.")
+    prior_strength: float = Field(
+        1.0,
+        gt=0.0,
+        le=100.0,
+        description="Total mass of the symmetric Dirichlet prior over SELL/HOLD/BUY: the evidence a decision needs "
+        "before its confidence approaches its vote share (one item alone stays below (1/3 + 1) / 2).",
+    )
+    news_only: bool = Field(
+        False, description="Let signals of symbols without market data (no bar yet) be actionable on news alone."
+    )
+
+
+PolicyName = Literal["sentiment", "features", "composite", "buy_and_hold", "direction"]
+
+
+class PolicySettings(BaseModel):
+    """Which :class:`engine.ports.SignalPolicy` turns the evidence (news vote + features) into the signal."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: PolicyName = Field(
+        "sentiment",
+        description="sentiment (the news vote), features (trend/RSI filter), composite (news gated by the trend), "
+        "buy_and_hold (always long; a benchmark), direction (the text + features model; needs model_dir).",
+    )
+    model_dir: str | None = Field(None, description="Trained direction model folder (sigstream direction train).")
+    trend_feature: Literal["return_20", "return_5", "macd"] = Field(
+        "return_20", description="Feature whose sign is the trend for the features and composite policies."
+    )
+    rsi_overbought: float = Field(70.0, gt=50.0, le=100.0, description="No new long at or above this RSI.")
+    rsi_oversold: float = Field(30.0, ge=0.0, lt=50.0, description="No new short (or exit) at or below this RSI.")
+    direction_threshold: float = Field(
+        0.45, ge=0.0, le=1.0, description="Probability of Up (Down) at or above which the direction model acts."
+    )
 
 
 class SymbolMapSettings(BaseModel):
@@ -94,4 +128,5 @@ class EngineSettings(BaseModel):
     )
     batcher: BatcherSettings = Field(default_factory=BatcherSettings)
     aggregator: AggregatorSettings = Field(default_factory=AggregatorSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
     symbols: SymbolMapSettings = Field(default_factory=SymbolMapSettings)

@@ -225,6 +225,9 @@ class CompositeSignal(msgspec.Struct, frozen=True, gc=False):
     ts_event: int
     ts_init: int
     cause: str  # what decided it: "bar" (a closed bar) or "news:<news id>" (that item's sentiment)
+    # False while the symbol has no market data (no bar yet, or never: news about a symbol whose prices are not
+    # fed). Such a signal is still emitted, and actionable only when news-only signals are asked for.
+    market_data: bool = True
 
     @property
     def scores(self) -> dict[str, float]:

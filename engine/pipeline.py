@@ -8,11 +8,13 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from engine.aggregator import SignalAggregator, score_from_probs
-from engine.bars import BarBuilder
+from engine.bars import BarBuilder, is_newer
 from engine.config import EngineSettings
 from engine.errors import InvalidInput
 from engine.events import Bar, CompositeSignal, Features, NewsItem, SentimentScore, Trade
 from engine.features import FeatureCalculator, features_from_state, features_state
+from engine.policy import build_policy
+from engine.ports import SignalPolicy
 from engine.state import corrupt, decode_dict, decode_int, decode_list
 from engine.symbols import SymbolMapper
 
@@ -53,15 +55,18 @@ class SignalEngine:
         *,
         symbols: frozenset[str] | None = None,
         owns: Callable[[str], bool] | None = None,
+        policy: SignalPolicy | None = None,
     ) -> None:
         """``symbols`` (a set) and ``owns`` (a predicate, e.g. "hashes to my Kafka partition") both limit
-        the symbols this engine trades; news about other symbols is not applied here."""
+        the symbols this engine trades; news about other symbols is not applied here. ``policy`` turns the
+        aggregator's evidence into the signal (default: the one ``settings.policy`` names)."""
         self.settings = settings or EngineSettings()
         self.interval = self.settings.interval
         self.symbols = symbols
         self._owns = owns
         self.mapper = SymbolMapper(self.settings.symbols)
         self.aggregator = SignalAggregator(self.settings.aggregator)
+        self.policy = policy if policy is not None else build_policy(self.settings)
         self.stats = EngineStats()
         self._calculators: dict[str, FeatureCalculator] = {}
         self._builders: dict[str, BarBuilder] = {}
@@ -93,7 +98,7 @@ class SignalEngine:
         calculator = self._calculators.get(bar.symbol)
         if calculator is None:
             calculator = self._calculators[bar.symbol] = FeatureCalculator(bar.symbol, bar.interval)
-        if calculator.last_start is not None and bar.start <= calculator.last_start:
+        if not is_newer(bar, calculator.last_start):
             # Already decided (a resent kline, a record redelivered after a restart warmed from Redis):
             # counting it again would corrupt every window, and its signal was already emitted.
             self.stats.bars_stale += 1
@@ -101,7 +106,8 @@ class SignalEngine:
         features = calculator.update(bar)  # InvalidInput (unusable prices): callers dead-letter it
         self.stats.bars += 1
         self._latest[bar.symbol] = features
-        signal = self.aggregator.composite(bar.symbol, bar.ts_event, bar.ts_init, features, cause="bar")
+        evidence = self.aggregator.composite(bar.symbol, bar.ts_event, bar.ts_init, features, cause="bar")
+        signal = self.policy.decide(evidence)
         self.stats.signals += 1
         return features, signal
 
@@ -151,7 +157,7 @@ class SignalEngine:
         """
         calculator = self._calculators.setdefault(symbol, FeatureCalculator(symbol, self.interval))
         for bar in sorted(bars, key=lambda b: b.start):
-            if calculator.last_start is not None and bar.start <= calculator.last_start:
+            if not is_newer(bar, calculator.last_start):
                 self.stats.warm_bars_skipped += 1
                 continue
             self._latest[symbol] = calculator.update(bar)
@@ -184,7 +190,8 @@ class SignalEngine:
                         item.ts_event, item.ts_init)
 
     def sentiment(self, item: NewsItem, probs: tuple[float, float, float], ts_init: int) -> SentimentScore:
-        """The :class:`SentimentScore` for a scored news item."""
+        """The :class:`SentimentScore` for a scored news item; the policy sees the item here, in feed order."""
+        self.policy.on_news(item)
         return score_from_probs(item.id, item.symbols, probs, item.ts_event, ts_init)
 
     def on_sentiment(self, score: SentimentScore) -> list[CompositeSignal]:
@@ -195,11 +202,10 @@ class SignalEngine:
         signals = []
         at = max(score.ts_event, score.ts_init)
         for symbol in traded:
-            signals.append(
-                self.aggregator.composite(
-                    symbol, at, score.ts_init, self._latest.get(symbol), cause=f"news:{score.news_id}", inclusive=True
-                )
+            evidence = self.aggregator.composite(
+                symbol, at, score.ts_init, self._latest.get(symbol), cause=f"news:{score.news_id}", inclusive=True
             )
+            signals.append(self.policy.decide(evidence))
         self.stats.signals += len(signals)
         return signals
 

@@ -124,3 +124,33 @@ class SentimentModel(Protocol):
     """
 
     def predict_proba(self, texts: Sequence[str]) -> list[tuple[float, float, float]]: ...
+
+
+class SignalPolicy(Protocol):
+    """Turns the evidence at a decision into the signal. Required: ``name``, ``on_news``, ``decide``.
+
+    ``decide`` receives the aggregator's evidence (the news vote with its evidence-aware confidence, the
+    symbol's latest features, whether it has market data) and returns the signal to publish: the same
+    record with ``signal``, ``confidence`` and ``actionable`` set by the policy (``scores`` and
+    ``num_sources`` stay the news vote's). ``on_news`` sees every scored news item, in feed order, before
+    the decisions it can affect; a policy that does not read text ignores it. A policy must use nothing
+    published at or after a bar decision's time, so every mode (replay, backtest, run, worker) gets the
+    same signals from the same input.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def on_news(self, item: NewsItem) -> None: ...
+
+    def decide(self, evidence: CompositeSignal) -> CompositeSignal: ...
+
+
+class DirectionModel(Protocol):
+    """Next-bar direction from the bar's news and features. Required: ``predict_proba``.
+
+    ``predict_proba`` takes the texts of the news published in the bar's window (possibly none) and the
+    ten features, and returns the probabilities of (down, flat, up) for the next bar's return.
+    """
+
+    def predict_proba(self, texts: Sequence[str], features: Features) -> tuple[float, float, float]: ...

@@ -73,14 +73,17 @@ def signal_record(signal: CompositeSignal) -> dict[str, Any]:
         "scores": signal.scores,
         "num_sources": signal.num_sources,
         "actionable": signal.actionable,
+        "market_data": signal.market_data,
         "features": None if features is None else {n: _finite(getattr(features, n)) for n in FEATURE_NAMES},
     }
 
 
 _SIGNAL_KEYS = frozenset(
     ("v", "id", "symbol", "ts_event", "ts_init", "cause", "signal", "confidence", "scores", "num_sources",
-     "actionable", "features")
+     "actionable", "market_data", "features")
 )
+# Written by every current writer; records from before it was added are still v1 signals.
+_OPTIONAL_SIGNAL_KEYS = frozenset(("market_data",))
 _SIGNAL_LABELS = frozenset(s.value for s in Signal)
 
 
@@ -101,8 +104,8 @@ def decode_signal(payload: bytes | str) -> dict[str, Any]:
     if version != SIGNAL_SCHEMA_VERSION or isinstance(version, bool):
         raise InvalidInput(f"unsupported signal schema version {version!r}", raw=payload)
     keys = data.keys()
-    if keys != _SIGNAL_KEYS:
-        missing, extra = sorted(_SIGNAL_KEYS - keys), sorted(keys - _SIGNAL_KEYS)
+    if keys != _SIGNAL_KEYS and keys | _OPTIONAL_SIGNAL_KEYS != _SIGNAL_KEYS:
+        missing, extra = sorted(_SIGNAL_KEYS - _OPTIONAL_SIGNAL_KEYS - keys), sorted(keys - _SIGNAL_KEYS)
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
             [f"unexpected {', '.join(extra)}"] if extra else [])
         raise InvalidInput(f"not a v{SIGNAL_SCHEMA_VERSION} signal: {'; '.join(parts)}", raw=payload)
@@ -112,6 +115,8 @@ def decode_signal(payload: bytes | str) -> dict[str, Any]:
     scores, features = data["scores"], data["features"]
     if not isinstance(scores, dict) or scores.keys() != _SIGNAL_LABELS:
         raise InvalidInput(f"scores must have exactly SELL, HOLD, BUY: {scores!r}", raw=payload)
+    if not isinstance(data.get("market_data", True), bool):
+        raise InvalidInput(f"market_data must be a boolean: {data['market_data']!r}", raw=payload)
     if features is not None and not isinstance(features, dict):
         raise InvalidInput(f"features must be null or an object, not {type(features).__name__}", raw=payload)
     return data

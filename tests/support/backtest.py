@@ -17,6 +17,9 @@ from tests.support.lexicon_model import LexiconSentimentModel
 DAY = 86_400_000
 T0 = 1_640_995_200_000  # 2022-01-01T00:00:00Z
 SYMBOL = "BTCUSDT"
+# These markets test fills, costs and timing, not the evidence rule: a near-zero Dirichlet prior makes the
+# confidence the plain vote share, so a single headline can trade (tests/unit/test_aggregator.py covers the prior).
+MECHANICS_PRIOR = 1e-6
 
 
 def bar(start: int, open_: float, close: float, symbol: str = SYMBOL) -> Bar:
@@ -58,7 +61,9 @@ def backtest(
     start_ms: int | None = None,
     end_ms: int | None = None,
 ) -> BacktestResult:
-    engine_settings = EngineSettings(interval=Interval.D1, aggregator=AggregatorSettings(threshold=threshold))
+    engine_settings = EngineSettings(
+        interval=Interval.D1, aggregator=AggregatorSettings(threshold=threshold, prior_strength=MECHANICS_PRIOR)
+    )
     engine = SignalEngine(engine_settings, symbols=frozenset({SYMBOL}))
     batcher = MicroBatcher(LexiconSentimentModel(), engine_settings.batcher)
     return asyncio.run(

@@ -15,12 +15,12 @@ from adapters.bybit.frames import kline_frame
 from adapters.files.config import FilesSettings
 from adapters.files.sink import RecordingWriter
 from engine.backtest import BacktestResult, BacktestSettings
-from engine.config import EngineSettings
+from engine.config import AggregatorSettings, EngineSettings
 from engine.errors import InvalidInput
 from engine.events import Interval, Signal
 from sigstream.modes.backtest import engine_settings_for, open_backtest_sources, run_backtest_files
 from sigstream.settings import validated
-from tests.support.backtest import DAY, SYMBOL, T0, backtest, bar, daily_bars, headline, in_time_order
+from tests.support.backtest import DAY, MECHANICS_PRIOR, SYMBOL, T0, backtest, bar, daily_bars, headline, in_time_order
 from tests.support.data import REPO_ROOT
 from tests.support.lexicon_model import LexiconSentimentModel
 
@@ -54,7 +54,8 @@ def _write_news(path: Path, rows: list[tuple[str, str, str]]) -> Path:
 
 def _run_files(prices: Path, news: Path, interval: Interval = Interval.D1, **kw: object) -> BacktestResult:
     sources = open_backtest_sources(prices, news, symbol=SYMBOL, interval=interval, files=FilesSettings())
-    settings = engine_settings_for(EngineSettings(), interval, 0.7)
+    base = EngineSettings(aggregator=AggregatorSettings(prior_strength=MECHANICS_PRIOR))
+    settings = engine_settings_for(base, interval, 0.7)
     return asyncio.run(
         run_backtest_files(
             sources, LexiconSentimentModel(), settings, BacktestSettings(), symbol=SYMBOL, progress=False, **kw

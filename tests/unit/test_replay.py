@@ -43,7 +43,7 @@ def test_replay_twice_gives_identical_bytes(tmp_path: Path) -> None:
     assert len(signals) > 1200
     assert {s["signal"] for s in signals} >= {"BUY", "SELL", "HOLD"}
     assert list(signals[0]) == ["v", "id", "symbol", "ts_event", "ts_init", "cause", "signal", "confidence",
-                                "scores", "num_sources", "actionable", "features"]
+                                "scores", "num_sources", "actionable", "market_data", "features"]
 
 
 def test_corrupted_lines_go_to_dead_letters_with_reason_and_line_number(tmp_path: Path) -> None:

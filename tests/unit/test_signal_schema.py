@@ -32,7 +32,7 @@ from tests.support.schema import SIGNAL_SCHEMA_PATH, validate_signal
 T0 = 1_700_000_000_000
 MINUTE = 60_000
 KEYS = ["v", "id", "symbol", "ts_event", "ts_init", "cause", "signal", "confidence", "scores", "num_sources",
-        "actionable", "features"]
+        "actionable", "market_data", "features"]
 
 
 def _bar(symbol: str, i: int) -> Bar:
@@ -50,17 +50,20 @@ def _run_engine() -> tuple[list[CompositeSignal], list[Features], list[Sentiment
     scores = [
         score_from_probs("n-eth", ("ETHUSDT",), (0.8, 0.15, 0.05), T0, T0 + 7),  # ETH has no bars yet
         score_from_probs("n-btc-1", ("BTCUSDT",), (0.05, 0.15, 0.8), T0 + 3 * MINUTE, T0 + 3 * MINUTE + 9),
+        # A second agreeing item: one alone is never actionable (the evidence-aware confidence stays below 0.667).
+        score_from_probs("n-btc-2", ("BTCUSDT",), (0.05, 0.1, 0.85), T0 + 3 * MINUTE + 1, T0 + 3 * MINUTE + 10),
         score_from_probs("n-both", ("BTCUSDT", "ETHUSDT"), (0.1, 0.7, 0.2), T0 + 30 * MINUTE, T0 + 30 * MINUTE),
     ]
     signals += engine.on_sentiment(scores[0])
     for i in range(25):
         if i == 3:
             signals += engine.on_sentiment(scores[1])
+            signals += engine.on_sentiment(scores[2])
         decided = engine.on_bar(_bar("BTCUSDT", i))
         assert decided is not None
         features.append(decided[0])
         signals.append(decided[1])
-    signals += engine.on_sentiment(scores[2])
+    signals += engine.on_sentiment(scores[3])
     return signals, features, scores
 
 
