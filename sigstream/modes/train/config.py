@@ -19,35 +19,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
 
 from adapters.model.config import bundled_base_path
+from sigstream.modes.train.methods import METHODS, LoraConfig, PrefixConfig, TunerConfig
 
-
-class TunerConfig(BaseModel):
-    """The settings of one fine-tuning method (peft's PeftConfig per tuner); each method subclasses it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class LoraConfig(TunerConfig):
-    """LoRA, for ``lora`` and ``qlora`` (peft's LoraConfig)."""
-
-    rank: int = Field(8, ge=1, description="LoRA rank r.")
-    alpha: int = Field(16, ge=1, description="LoRA alpha.")
-    dropout: float = Field(0.1, ge=0, lt=1, description="LoRA dropout.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["query", "value"], description="LoRA targets; ['all-linear'] for every Linear."
-    )
-
-
-class PrefixConfig(TunerConfig):
-    """Prefix tuning, for ``prefix`` (peft's PrefixTuningConfig)."""
-
-    prefix_tokens: int = Field(20, ge=1, description="Prefix tuning: virtual tokens per layer.")
-    prefix_projection: bool = Field(False, description="Prefix tuning: reparameterise through an MLP.")
+__all__ = ["LoraConfig", "PrefixConfig", "TrainConfig", "TunerConfig"]
 
 
 def _tuner_classes() -> dict[str, type[TunerConfig]]:
-    from sigstream.modes.train.methods import METHODS  # methods imports this module for its types
-
     return {name: method.config for name, method in METHODS.items()}
 
 

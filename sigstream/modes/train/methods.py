@@ -1,16 +1,52 @@
 """Registry of fine-tuning methods: name -> its config class, its peft config builder, how the base is loaded.
 
-Adding a method is adding an entry (and, for a new kind of tuner, a :class:`~sigstream.modes.train.config.TunerConfig`
-subclass), as peft registers its tuners with their configs; nothing branches on names.
+Each method's config class is defined here, beside its builder, as peft keeps each tuner's config with the tuner.
+Adding a method is adding an entry (and, for a new kind of tuner, a :class:`TunerConfig` subclass); nothing branches
+on names. :mod:`sigstream.modes.train.config` reads this registry; this module imports nothing of it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from sigstream.modes.train.config import LoraConfig, PrefixConfig, TrainConfig, TunerConfig
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TunerConfig(BaseModel):
+    """The settings of one fine-tuning method (peft's PeftConfig per tuner); each method subclasses it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LoraConfig(TunerConfig):
+    """LoRA, for ``lora`` and ``qlora`` (peft's LoraConfig)."""
+
+    rank: int = Field(8, ge=1, description="LoRA rank r.")
+    alpha: int = Field(16, ge=1, description="LoRA alpha.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "value"], description="LoRA targets; ['all-linear'] for every Linear."
+    )
+
+
+class PrefixConfig(TunerConfig):
+    """Prefix tuning, for ``prefix`` (peft's PrefixTuningConfig)."""
+
+    prefix_tokens: int = Field(20, ge=1, description="Prefix tuning: virtual tokens per layer.")
+    prefix_projection: bool = Field(False, description="Prefix tuning: reparameterise through an MLP.")
+
+
+class TunedRun(Protocol):
+    """What a builder reads of a run besides its tuner (a :class:`~sigstream.modes.train.config.TrainConfig`)."""
+
+    @property
+    def tuner(self) -> TunerConfig: ...
+
+    @property
+    def extra_trainable(self) -> Sequence[str]: ...
+
 
 C = TypeVar("C", bound=TunerConfig)
 
@@ -30,19 +66,19 @@ class Method(Generic[C]):
 
     name: str
     config: type[C]
-    build: Callable[[C, TrainConfig], Any]
+    build: Callable[[C, TunedRun], Any]
     quantize: str
     default_lr: float
     summary: str
 
-    def peft_config(self, cfg: TrainConfig) -> Any:
+    def peft_config(self, cfg: TunedRun) -> Any:
         """The peft config of run ``cfg``, whose tuner must be this method's config."""
         if not isinstance(cfg.tuner, self.config):
             raise TypeError(f"method {self.name} takes a {self.config.__name__}, not a {type(cfg.tuner).__name__}")
         return self.build(cfg.tuner, cfg)
 
 
-def _lora(lora: LoraConfig, cfg: TrainConfig) -> Any:
+def _lora(lora: LoraConfig, cfg: TunedRun) -> Any:
     from peft import LoraConfig as PeftLoraConfig
     from peft import TaskType
 
@@ -58,7 +94,7 @@ def _lora(lora: LoraConfig, cfg: TrainConfig) -> Any:
     )
 
 
-def _prefix(prefix: PrefixConfig, cfg: TrainConfig) -> Any:
+def _prefix(prefix: PrefixConfig, cfg: TunedRun) -> Any:
     from peft import PrefixTuningConfig, TaskType
 
     return PrefixTuningConfig(
