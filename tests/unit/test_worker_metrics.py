@@ -128,8 +128,8 @@ def test_probes_follow_readiness_and_the_event_loop_beat() -> None:
 def test_throughput_line_gives_rates_dead_letters_lag_and_held() -> None:
     settings = KafkaSettings()
     line = throughput_line(
-        Totals(10.0, 100, 5, 20, 1), Totals(20.0, 600, 15, 120, 3), settings, {("market.raw", 0): 4, ("news.raw", 0): 1},
-        held=2,
+        Totals(10.0, 100, 5, 20, 1), Totals(20.0, 600, 15, 120, 3), settings,
+        {("market.raw", 0): 4, ("news.raw", 0): 1}, held=2,
     )
     assert line == (
         "throughput over 10 s: 51.0 records/s in (market.raw 50.0/s, news.raw 1.0/s), 10.0 signals/s out, "
