@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from adapters.model.teacher import BASE_WORDS, resolve_base
 
 DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parent / "default_adapter"
 
@@ -74,11 +76,39 @@ class ModelSettings(BaseModel):
     num_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads on CPU; unset keeps torch's default (the cores)."
     )
+    # The GPU serving path (adapters/model/gpu_serving.py); ignored on CPU.
+    gpu_token_budget: int = Field(
+        16_384,
+        ge=64,
+        le=1_048_576,
+        description="CUDA: padded tokens per forward pass; a bucket's rows = budget // its length (a fixed shape "
+        "per bucket, for batch invariance), so more buys throughput at the cost of a micro-batch's latency.",
+    )
+    gpu_max_rows: int = Field(4096, ge=8, le=65_536, description="CUDA: texts per forward pass at most.")
+    gpu_tokenize_chunk: int = Field(
+        2048, ge=1, description="CUDA: texts per tokenizer call; the next chunk is tokenized during the forward pass."
+    )
+    gpu_cuda_graphs: bool = Field(
+        False, description="CUDA: replay one captured CUDA graph per padding bucket instead of launching kernels."
+    )
     calibrate: bool = Field(
         True,
         description="Divide the logits by the temperature in calibration.json beside the adapter (or full model), "
         "when there is one; off serves the raw softmax.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _teacher_words(cls, data: object) -> object:
+        """``base=teacher`` serves the fine-tuned teacher alone (the default adapter is MiniLM's); ``base=mpnet`` is
+        the pretrained all-mpnet-base-v2. Both live in the cache (adapters/model/teacher.py)."""
+        if not isinstance(data, dict) or data.get("base") not in BASE_WORDS:
+            return data
+        data = dict(data)
+        if data["base"] == "teacher":
+            data.setdefault("adapter", None)
+        data["base"] = resolve_base(data["base"])
+        return data
 
     @field_validator("padding_buckets")
     @classmethod

@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ def evaluate(
     """
     from adapters.datasets import load_spec
     from adapters.model import TransformersSentimentModel
+    from adapters.model.calibration import expected_calibration_error, reliability_bins
     from sigstream.modes.train.metrics import classification_metrics
     from sigstream.settings import flag, load_settings, with_overrides
 
@@ -55,6 +57,9 @@ def evaluate(
     elapsed = time.perf_counter() - started
     preds = [max(range(3), key=p.__getitem__) for p in probs]
     report = classification_metrics(data.labels, preds)
+    report["ece"] = expected_calibration_error(probs, data.labels)
+    report["reliability"] = reliability_bins(probs, data.labels)
+    report["overlap"] = training_overlap(settings.adapter or settings.base, data.texts)
     report["texts_per_s"] = len(probs) / elapsed if elapsed > 0 else float("inf")
     report["bad_rows"] = len(data.bad_rows)
     report["bad_row_reasons"] = dict(Counter(b.reason for b in data.bad_rows))
@@ -74,6 +79,7 @@ def _table(report: dict[str, Any], data_spec: str) -> Any:
     table.add_row("accuracy", "", "", f"{report['accuracy']:.4f}", str(report["n"]))
     table.add_row("macro F1", "", "", f"{report['macro_f1']:.4f}", "")
     table.add_row("weighted F1", "", "", f"{report['weighted_f1']:.4f}", "")
+    table.add_row("ECE (15 bins)", "", "", f"{report['ece']:.4f}", "")
     table.caption = f"{report['texts_per_s']:.1f} texts/s | {report['model']}"
     return table
 
@@ -86,13 +92,28 @@ def eval_command(
     baseline: bool = typer.Option(False, "--baseline", help="The chapter's loop: one text per forward, fp32."),
     quantize: str | None = typer.Option(None, "--quantize", help="auto, none, int8-dynamic, 4bit or 8bit."),
     json_out: bool = typer.Option(False, "--json", help="Write the metrics JSON to stdout (table goes to stderr)."),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Write a reliability diagram (accuracy vs confidence, 15 bins) to this PNG."
+    ),
 ) -> None:
-    """Evaluate a sentiment model: accuracy, macro/weighted F1, per-class scores, confusion, texts/s."""
+    """Evaluate a sentiment model: accuracy, macro/weighted F1, per-class scores, confusion, ECE, texts/s.
+
+    Example: sigstream eval --data fpb:50:test --json --plot reliability.png
+    """
     from rich.console import Console
 
     report = evaluate(data, model_dir=model, base=base, batch_size=batch_size, baseline=baseline, quantize=quantize)
     if report["bad_rows"]:
         typer.echo(f"{report['bad_rows']} bad rows not scored: {report['bad_row_reasons']}", err=True)
+    overlap = report["overlap"]
+    if overlap is not None and overlap.shared:
+        typer.echo(
+            f"warning: {overlap.shared} of {report['n']} texts ({overlap.shared / report['n']:.1%}) are in the "
+            f"model's own training data ({overlap.source}): these scores overstate held-out quality",
+            err=True,
+        )
+    if plot is not None:
+        plot_reliability(report["reliability"], report["ece"], plot, title=f"{data} | {report['model']}")
     Console(file=sys.stderr if json_out else sys.stdout).print(_table(report, data))
     if json_out:
         contract = {
@@ -106,9 +127,65 @@ def eval_command(
                 "confusion",
                 "labels",
                 "texts_per_s",
+                "ece",
             )
-        }  # exactly the contract's keys (issue 4); bad rows are reported on stderr above
+        }  # exactly the contract's keys (issue 4, ece from issue 17); bad rows are reported on stderr above
         sys.stdout.write(json.dumps(contract) + "\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Overlap:
+    """How many scored texts the model was trained on, and what its training data was."""
+
+    shared: int
+    source: str
+
+
+def training_overlap(model_dir: str | None, texts: list[str]) -> Overlap | None:
+    """The scored texts that are in the training split of the run that produced ``model_dir`` (rebuilt from its
+    training_config.json as training drew it: its validation split is not training data). None when the model has
+    no such record (a hub model) or its training data is not readable here."""
+    if not model_dir or not (Path(model_dir) / "training_config.json").is_file():
+        return None
+    from sigstream.modes.train.config import TrainConfig
+    from sigstream.modes.train.trainer import load_training_data
+
+    try:
+        cfg = TrainConfig.load(Path(model_dir) / "training_config.json")
+        train, _, _ = load_training_data(cfg)
+    except (InvalidInput, ValueError) as exc:
+        typer.echo(f"note: could not check overlap with the model's training data: {exc}", err=True)
+        return None
+    seen = {e.text for e in train}
+    return Overlap(sum(t in seen for t in texts), "+".join(cfg.data))
+
+
+def plot_reliability(bins: list[Any], ece: float, path: Path, title: str = "") -> None:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, with the share of texts per bin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(6, 7), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    width = bins[0].hi - bins[0].lo
+    filled = [b for b in bins if b.count]
+    ax.bar([b.lo for b in filled], [b.accuracy for b in filled], width=width, align="edge", edgecolor="black",
+           alpha=0.7, label="accuracy")  # fmt: skip
+    ax.bar([b.lo for b in filled], [b.confidence - b.accuracy for b in filled], bottom=[b.accuracy for b in filled],
+           width=width, align="edge", color="red", alpha=0.3, label="gap to confidence")  # fmt: skip
+    ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title}\nECE {ece:.4f} (15 equal-width bins)", fontsize=9)
+    ax.legend(loc="upper left")
+    total = sum(b.count for b in bins) or 1
+    hist.bar([b.lo for b in bins], [b.count / total for b in bins], width=width, align="edge", edgecolor="black")
+    hist.set_xlabel("confidence (max probability)")
+    hist.set_ylabel("share of texts")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def register(app: typer.Typer) -> None:

@@ -114,8 +114,41 @@ def train_default() -> None:
     main()
 
 
+def calibrate_command(
+    model: Path = typer.Option(..., "--model", help="Adapter directory (or full model directory) to calibrate."),
+    data: list[str] = typer.Option(
+        [], "--data", help="Held-out calibration data (repeatable); default: the run's own validation split."
+    ),
+    eval_data: list[str] = typer.Option(
+        [], "--eval-data", help="Held-out spec to report ECE before/after on (repeatable), e.g. fpb:50:test."
+    ),
+    base: str | None = typer.Option(None, "--base", help="Base under an adapter; default: bundled MiniLM."),
+    json_out: bool = typer.Option(False, "--json", help="Print the calibration and ECE figures as JSON."),
+) -> None:
+    """Fit temperature scaling on data training never saw and write MODEL/calibration.json (applied at serving).
+
+    Example: sigstream calibrate --model adapters/model/default_adapter --eval-data fpb:50:test
+    """
+    from dataclasses import asdict
+
+    from sigstream.modes.train.calibrate import fit_calibration
+    from sigstream.settings import flag, load_settings, with_overrides
+
+    full_model = not (model / "adapter_config.json").is_file()
+    settings = with_overrides(
+        load_settings(),
+        flag("--model", str(model), "model.base" if full_model else "model.adapter"),
+        flag("--model", "none" if full_model else None, "model.adapter"),
+        flag("--base", base, "model.base"),
+    ).model
+    report = fit_calibration(model, data=data, held_out=eval_data, model_settings=settings)
+    summary = {"calibration": asdict(report.calibration), "held_out": report.held_out, "path": str(report.path)}
+    typer.echo(json.dumps(summary, indent=None if json_out else 2))
+
+
 def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
+    app.command("calibrate")(calibrate_command)
 
 
 if __name__ == "__main__":  # `python -m sigstream.commands.train` reproduces the default adapter

