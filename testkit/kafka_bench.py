@@ -54,15 +54,35 @@ def trade_frame(symbol: str, i: int, t0: int, per_bar: int) -> dict[str, Any]:
     }
 
 
-def _settings(bootstrap: str, tag: str, partitions: int) -> KafkaSettings:
+def _settings(bootstrap: str, tag: str, partitions: int, base: KafkaSettings | None = None) -> KafkaSettings:
     topics = TopicNames(**{name: f"bench.{tag}.{default}" for name, default in TopicNames().model_dump().items()})
-    return KafkaSettings(bootstrap=bootstrap, topics=topics, app_id=f"sigstream-bench-{tag}", partitions=partitions)
+    # The security settings (SASL, TLS) come from ``base``; the bench's own topics, group and size replace the rest.
+    return (base or KafkaSettings()).model_copy(update={
+        "bootstrap": bootstrap, "topics": topics, "app_id": f"sigstream-bench-{tag}", "partitions": partitions})
+
+
+_SECURITY_FIELDS = ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile",
+                    "ssl_certfile", "ssl_keyfile", "ssl_key_password", "ssl_check_hostname")
+
+
+def _security_env(settings: KafkaSettings) -> dict[str, str]:
+    """The security settings as the worker process reads them (``SIGSTREAM_KAFKA__...``); unset ones left out."""
+    env: dict[str, str] = {}
+    for name in _SECURITY_FIELDS:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()  # handed to the child's environment only, never printed
+        env[f"SIGSTREAM_KAFKA__{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
 
 
 def _start_worker(settings: KafkaSettings, model: str, workdir: Path) -> tuple[subprocess.Popen[bytes], Path]:
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     for name, value in settings.topics.model_dump().items():
         env[f"SIGSTREAM_KAFKA__TOPICS__{name.upper()}"] = value
+    env |= _security_env(settings)
     env |= {
         "SIGSTREAM_KAFKA__BOOTSTRAP": settings.bootstrap,
         "SIGSTREAM_KAFKA__APP_ID": settings.app_id,
@@ -106,10 +126,14 @@ async def run_kafka_bench(
     news_seconds: float = 20.0,
     model: str = LEXICON_MODEL,
     partitions: int = 1,
+    security: KafkaSettings | None = None,
 ) -> dict[str, Any]:
-    """Run both measurements with a fresh set of topics; returns the figures as a dict."""
+    """Run both measurements with a fresh set of topics; returns the figures as a dict.
+
+    ``security``: settings whose security fields (SASL, TLS) every client and the worker use; None: PLAINTEXT.
+    """
     tag = uuid.uuid4().hex[:8]
-    settings = _settings(bootstrap, tag, partitions)
+    settings = _settings(bootstrap, tag, partitions, security)
     await ensure_topics(settings)
     result: dict[str, Any] = {"broker": bootstrap, "model": model}
     result |= await _publish_frames(settings, frames, frames_per_bar)

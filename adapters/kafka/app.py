@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from adapters.kafka.config import KafkaSettings
 from adapters.kafka.fast_delivery import fast_delivery_consumer
@@ -39,7 +39,7 @@ from engine.config import EngineSettings
 from engine.errors import InvalidInput, TransientError
 from engine.events import Bar, DeadLetter, SentimentScore, Trade
 from engine.pipeline import SignalEngine
-from engine.ports import DeadLetterSink, FeatureStore
+from engine.ports import DeadLetterSink, FeatureStore, Sink
 from engine.runtime import Runtime, RuntimeSinks, RuntimeStats
 from engine.state import engine_state, restore_engine_state
 
@@ -157,7 +157,22 @@ class _Unobserved:
         return None
 
 
-class _CountingDeadLetters:
+WrappedSink = TypeVar("WrappedSink", bound=Sink)
+
+
+class _Forwarding(Generic[WrappedSink]):
+    """A sink that wraps another: its lifecycle is the wrapped sink's."""
+
+    _sink: WrappedSink
+
+    async def flush(self) -> None:
+        await self._sink.flush()
+
+    async def close(self) -> None:
+        await self._sink.close()
+
+
+class _CountingDeadLetters(_Forwarding[DeadLetterSink]):
     def __init__(self, sink: DeadLetterSink, stats: ProcessorStats) -> None:
         self._sink = sink
         self._stats = stats
@@ -172,14 +187,8 @@ class _CountingDeadLetters:
         self.observer.dead_letter(record)
         await self._sink.publish(record)
 
-    async def flush(self) -> None:
-        await self._sink.flush()
 
-    async def close(self) -> None:
-        await self._sink.close()
-
-
-class _NewsReportedElsewhere:
+class _NewsReportedElsewhere(_Forwarding[DeadLetterSink]):
     """Dead letters of a news copy that partition 0's copy reports: counted here, published there."""
 
     def __init__(self, sink: DeadLetterSink) -> None:
@@ -196,14 +205,8 @@ class _NewsReportedElsewhere:
             return
         await self._sink.publish(record)
 
-    async def flush(self) -> None:
-        await self._sink.flush()
 
-    async def close(self) -> None:
-        await self._sink.close()
-
-
-class _ScoreReportedOnce:
+class _ScoreReportedOnce(_Forwarding[KafkaEventSink]):
     """Publishes a score from the copy of the lowest partition among the symbols it is about."""
 
     def __init__(self, sink: KafkaEventSink, partition: int, partition_of: Callable[[str], int]) -> None:
@@ -214,12 +217,6 @@ class _ScoreReportedOnce:
     async def publish(self, score: SentimentScore) -> None:
         if min(self._partition_of(s) for s in score.symbols) == self._partition:
             await self._sink.publish(score)
-
-    async def flush(self) -> None:
-        await self._sink.flush()
-
-    async def close(self) -> None:
-        await self._sink.close()
 
 
 class StreamProcessor:
@@ -608,10 +605,10 @@ def broker_credentials(settings: KafkaSettings) -> Any:
     consumer and producer it builds (``credentials_to_aiokafka_auth``)."""
     import faust
 
-    from adapters.kafka.client import security_options
+    from adapters.kafka.client import security_options, ssl_context
 
-    options = security_options(settings)  # checks the settings fit together; the TLS context, built by aiokafka
-    context = options.get("ssl_context")
+    security_options(settings)  # InvalidInput, naming the variables, when the settings do not fit together
+    context = ssl_context(settings) if settings.uses_tls() else None  # built by aiokafka's helper
     if settings.uses_sasl():
         assert settings.sasl_password is not None  # security_options checked it
         # With an ssl_context, SASLCredentials speaks SASL_SSL; without, SASL_PLAINTEXT.

@@ -6,7 +6,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 def default_cache_dir() -> Path:
@@ -77,6 +80,29 @@ class KafkaSettings(BaseModel):
         default_factory=lambda: default_cache_dir() / "faust",
         description="faust's local data folder (tables are in memory); made absolute and created at start.",
     )
+    # -- security: every client sigstream builds (faust worker, publisher, admin, snapshots, bench) uses these.
+    security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", description="How clients talk to the brokers: PLAINTEXT, SSL (TLS, mTLS with a client "
+        "certificate), SASL_PLAINTEXT or SASL_SSL (user and password over TLS, e.g. Confluent Cloud, MSK)."
+    )
+    sasl_mechanism: SaslMechanism = Field(
+        "PLAIN", description="SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name (required with SASL_*).")
+    sasl_password: SecretStr | None = Field(
+        None, description="SASL password (required with SASL_*); from the environment, never printed."
+    )
+    ssl_cafile: Path | None = Field(
+        None, description="PEM file of the CA(s) that signed the brokers' certificates; unset: the system's CAs."
+    )
+    ssl_certfile: Path | None = Field(
+        None, description="PEM client certificate (chain) for mTLS; it may hold the private key too."
+    )
+    ssl_keyfile: Path | None = Field(None, description="PEM private key of ssl_certfile, when it is a separate file.")
+    ssl_key_password: SecretStr | None = Field(None, description="Password of an encrypted ssl_keyfile.")
+    ssl_check_hostname: bool = Field(
+        True, description="Check that the broker's certificate names the host connected to (keep it on)."
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -84,9 +110,47 @@ class KafkaSettings(BaseModel):
         # faust resolves a relative folder against the working directory and never creates its parent.
         return path.expanduser().resolve()
 
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _absolute_file(cls, path: Path | None) -> Path | None:
+        # Absolute, so a worker started in another folder (the bench's, a service manager's) finds the same file.
+        return None if path is None else path.expanduser().resolve()
+
     def state_topic(self) -> str:
         """Snapshots belong to one consumer group: by default the topic is named after the app id."""
         return self.topics.state or f"{self.app_id}.state"
+
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    def security_problem(self) -> str | None:
+        """What is inconsistent in the security settings, naming the variables (never a value); None: nothing.
+
+        Checked when a client is built rather than by a model validator: pydantic puts the whole section,
+        password included, into a validation error's input, and the CLI prints that input.
+        """
+        env = "SIGSTREAM_KAFKA__"
+        protocol = f"{env}SECURITY_PROTOCOL={self.security_protocol}"
+        if self.uses_sasl():
+            missing = [f"{env}{name.upper()}" for name in ("sasl_username", "sasl_password") if not getattr(self, name)]
+            if missing:
+                return f"{protocol} needs {' and '.join(missing)}"
+        elif self.sasl_username or self.sasl_password:
+            return f"{env}SASL_USERNAME/SASL_PASSWORD are set but {protocol} does not use SASL (SASL_SSL?)"
+        if not self.uses_tls():
+            given = [f"{env}{n.upper()}" for n in ("ssl_cafile", "ssl_certfile", "ssl_keyfile") if getattr(self, n)]
+            if given:
+                return f"{', '.join(given)} set but {protocol} does not use TLS (SSL or SASL_SSL?)"
+        if self.ssl_keyfile and not self.ssl_certfile:
+            return f"{env}SSL_KEYFILE is set without {env}SSL_CERTFILE (the client certificate it belongs to)"
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                return f"{env}{name.upper()}: no such file: {path}"
+        return None
 
     def broker_url(self) -> str:
         """faust's broker URL form: ``kafka://host:port;host:port``."""

@@ -47,6 +47,7 @@ from adapters.kafka.client import (
     KafkaError,
     TopicPartition,
     abandon_producer,
+    explain,
     make_consumer,
     start_producer,
     translate,
@@ -481,7 +482,7 @@ class RecordingPublisher:
                 bounds = {tp: (self._scan_from.get(tp, 0), ends[tp]) for tp in todo}
                 last = await _last_seqs(consumer, bounds, timeout)
             except KafkaError as exc:
-                raise translate(exc, where) from exc
+                raise await explain(exc, self._settings, where) from exc
             except TimeoutError as exc:
                 raise TransientError(f"{where}: no answer in {timeout:.0f} s") from exc
         finally:

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from adapters.kafka.app import Snapshot
-from adapters.kafka.client import AIOKafkaConsumer, AIOKafkaProducer, make_producer
+from adapters.kafka.client import AIOKafkaProducer, explain, make_admin, make_consumer, make_producer
 from adapters.kafka.config import KafkaSettings
 from engine.errors import TransientError
 from engine.retry import Backoff, retry_transient
@@ -26,13 +26,13 @@ MAX_SNAPSHOT_BYTES = 16 * 1024 * 1024  # also the state topic's max.message.byte
 async def ensure_state_topic(settings: KafkaSettings, partitions: int) -> None:
     """Create the compacted state topic with ``partitions`` partitions (market.raw's count) if it is missing;
     an existing one with fewer partitions cannot hold every partition's snapshot."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+    from aiokafka.admin import NewTopic
+    from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
     from engine.errors import FatalError
 
     topic = settings.state_topic()
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    admin = make_admin(settings)
     try:
         await admin.start()
         if topic not in set(await admin.list_topics()):
@@ -49,7 +49,12 @@ async def ensure_state_topic(settings: KafkaSettings, partitions: int) -> None:
             await asyncio.sleep(0.1)
             described = await admin.describe_topics([topic])
     except KafkaConnectionError as exc:
+        problem = await explain(exc, settings, f"kafka admin at {settings.bootstrap}")
+        if not isinstance(problem, TransientError):  # a TLS misconfiguration, not an unreachable broker
+            raise problem from exc
         raise TransientError(f"kafka admin could not reach {settings.bootstrap}: {exc}") from exc
+    except KafkaError as exc:
+        raise await explain(exc, settings, f"kafka admin at {settings.bootstrap}") from exc
     finally:
         await admin.close()
     have = len(described[0].get("partitions") or []) if described else 0
@@ -86,8 +91,8 @@ class KafkaStateStore:
             raise TransientError(f"kafka at {self._settings.bootstrap}: {exc}") from exc
 
     async def _read_last(self, tp: Any, partition: int) -> Snapshot | None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._settings.bootstrap, enable_auto_commit=False,
-                                    isolation_level="read_committed", max_partition_fetch_bytes=MAX_SNAPSHOT_BYTES)
+        consumer = make_consumer(self._settings, enable_auto_commit=False, auto_offset_reset="latest",
+                                 max_partition_fetch_bytes=MAX_SNAPSHOT_BYTES)
         await consumer.start()
         try:
             consumer.assign([tp])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 
 class RedisSettings(BaseModel):
@@ -12,8 +15,24 @@ class RedisSettings(BaseModel):
 
     url: str | None = Field(
         None,
-        description="redis:// URL (database number in the path) of the feature cache; unset: no Redis, features "
-        "stay in process. --redis URL or SIGSTREAM_REDIS__URL turns the cache on, and nothing else does.",
+        description="redis:// URL (database number in the path), or rediss:// for TLS, of the feature cache; "
+        "unset: no Redis, features stay in process. --redis URL or SIGSTREAM_REDIS__URL turns the cache on, and "
+        "nothing else does. Credentials belong in SIGSTREAM_REDIS__USERNAME / __PASSWORD; a password in the URL "
+        "works too and is masked wherever the URL is printed.",
+    )
+    username: str | None = Field(
+        None, description="ACL user (Redis 6+); unset: the default user (a requirepass password only)."
+    )
+    password: SecretStr | None = Field(
+        None, description="Password of the ACL user, or requirepass; from the environment, never printed."
+    )
+    ssl_cafile: Path | None = Field(
+        None, description="With rediss://: PEM file of the CA that signed the server certificate; unset: system CAs."
+    )
+    ssl_certfile: Path | None = Field(None, description="With rediss://: PEM client certificate, when Redis asks.")
+    ssl_keyfile: Path | None = Field(None, description="With rediss://: PEM private key of ssl_certfile.")
+    ssl_check_hostname: bool = Field(
+        True, description="With rediss://: check that the certificate names the host connected to."
     )
     key_prefix: str = Field("sigstream", description="Prefix of every key, so deployments can share a Redis.")
     ttl_s: int = Field(7 * 86_400, ge=1, description="Keys of a symbol not updated for this long expire.")
@@ -30,3 +49,31 @@ class RedisSettings(BaseModel):
     def _empty_is_unset(cls, value: object) -> object:
         # SIGSTREAM_REDIS__URL= (empty) is no URL, as if unset.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _absolute_file(cls, path: Path | None) -> Path | None:
+        return None if path is None else path.expanduser().resolve()
+
+    def uses_tls(self) -> bool:
+        return self.url is not None and urlsplit(self.url).scheme == "rediss"
+
+    def security_problem(self) -> str | None:
+        """What is inconsistent in the security settings, naming the variables (never a value); None: nothing.
+
+        Checked when the client is built, not by a model validator: a validation error carries the section's
+        input, password and URL included, and the CLI prints it.
+        """
+        env = "SIGSTREAM_REDIS__"
+        given = [f"{env}{n.upper()}" for n in ("ssl_cafile", "ssl_certfile", "ssl_keyfile") if getattr(self, n)]
+        if given and not self.uses_tls():
+            return f"{', '.join(given)} set but the Redis URL is not rediss:// (TLS)"
+        if self.ssl_keyfile and not self.ssl_certfile:
+            return f"{env}SSL_KEYFILE is set without {env}SSL_CERTFILE"
+        if self.username and not self.password:
+            return f"{env}USERNAME is set without {env}PASSWORD"
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                return f"{env}{name.upper()}: no such file: {path}"
+        return None

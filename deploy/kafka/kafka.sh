@@ -12,6 +12,14 @@
 #   SIGSTREAM_KAFKA_DIR  run folder: server.properties, pid, log, data (default $SIGSTREAM_CACHE/kafka/run)
 #   SIGSTREAM_KAFKA_PORT fixed PLAINTEXT port (default: a free port, chosen once per run folder)
 #   KAFKA_HEAP_OPTS      JVM heap options (default -Xmx512m -Xms128m)
+#   SIGSTREAM_KAFKA_SECURE=1  (when a run folder is first formatted) also open a SASL_SSL listener (SCRAM-SHA-512
+#                        over TLS) and an SSL listener that requires a client certificate (mTLS), with a CA, a broker
+#                        and a client certificate made by openssl/keytool in <run folder>/tls. `start` then also prints
+#                          KAFKA_SASL_SSL_BOOTSTRAP=127.0.0.1:<port>   KAFKA_SSL_BOOTSTRAP=127.0.0.1:<port> (mTLS)
+#                          KAFKA_CA_FILE=...  KAFKA_CLIENT_CERT=...  KAFKA_CLIENT_KEY=...
+#                          KAFKA_SASL_USERNAME=...  KAFKA_SASL_PASSWORD_FILE=... (the password itself is never printed)
+#   SIGSTREAM_KAFKA_SASL_USERNAME, SIGSTREAM_KAFKA_SASL_PASSWORD  the SCRAM user created at storage format time
+#                        (default: sigstream, with a random password written to KAFKA_SASL_PASSWORD_FILE)
 #
 # `start` on a run folder that already holds a formatted broker restarts that same broker, on the
 # same ports and with the same data: that is how tests restart the broker mid-stream.
@@ -69,7 +77,98 @@ is_running() {
 }
 
 bootstrap() {
-    sed -n 's|^advertised.listeners=PLAINTEXT://||p' "$PROPS"
+    sed -n 's|^advertised.listeners=PLAINTEXT://\([^,]*\).*|\1|p' "$PROPS"
+}
+
+TLS="$RUN/tls"
+SECURE_ENV="$RUN/secure.env"
+
+is_secure() {
+    [[ -f "$SECURE_ENV" ]]
+}
+
+random_secret() {
+    python3 -c 'import secrets; print(secrets.token_urlsafe(24))'
+}
+
+make_certs() {
+    # A CA, a broker certificate for 127.0.0.1/localhost and a client certificate (mTLS), all signed by the CA.
+    need openssl "apt-get install -y openssl"
+    need keytool "it comes with the JDK"
+    mkdir -p "$TLS"
+    (
+        set -e
+        umask 077
+        cd "$TLS"
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 -subj "/CN=sigstream test CA" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+        for name in broker client; do
+            if [[ $name == broker ]]; then
+                usage="subjectAltName=IP:127.0.0.1,DNS:localhost
+extendedKeyUsage=serverAuth"
+            else
+                usage="extendedKeyUsage=clientAuth"
+            fi
+            openssl req -newkey rsa:2048 -nodes -keyout "$name.key" -out "$name.csr" -subj "/CN=sigstream-$name" \
+                2>/dev/null
+            printf '%s\nkeyUsage=critical,digitalSignature,keyEncipherment\n' "$usage" >"$name.ext"
+            openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -out "$name.pem" -days 3650 \
+                -extfile "$name.ext" 2>/dev/null
+        done
+        random_secret >store.password
+        openssl pkcs12 -export -in broker.pem -inkey broker.key -certfile ca.pem -name broker -out broker.p12 \
+            -passout "file:store.password"
+        keytool -importcert -noprompt -alias ca -file ca.pem -keystore truststore.p12 -storetype PKCS12 \
+            -storepass "$(cat store.password)" >/dev/null 2>&1
+        chmod 644 ca.pem client.pem  # certificates are public; the keys and passwords stay 600
+    ) || die "making the TLS certificates failed"
+}
+
+secure_config() {
+    # Adds the SASL_SSL and mTLS listeners to $PROPS and records their ports. The SCRAM user is created by
+    # write_config's storage format (--add-scram): KRaft takes users before the broker first runs that way.
+    local sport mport user password_file store_password
+    sport="$(free_port)"
+    mport="$(free_port)"
+    user="${SIGSTREAM_KAFKA_SASL_USERNAME:-sigstream}"
+    password_file="$RUN/sasl.password"
+    (umask 077; printf '%s\n' "${SIGSTREAM_KAFKA_SASL_PASSWORD:-$(random_secret)}" >"$password_file")
+    make_certs
+    store_password="$(cat "$TLS/store.password")"
+    sed -i -e "s|^listeners=\(.*\)|listeners=\1,SASL_SSL://127.0.0.1:$sport,SSL://127.0.0.1:$mport|" \
+        -e "s|^advertised.listeners=\(.*\)|advertised.listeners=\1,SASL_SSL://127.0.0.1:$sport,SSL://127.0.0.1:$mport|" \
+        -e "s|^listener.security.protocol.map=\(.*\)|listener.security.protocol.map=\1,SASL_SSL:SASL_SSL,SSL:SSL|" \
+        "$PROPS"
+    chmod 600 "$PROPS"  # it holds the keystore password
+    {
+        echo ""
+        echo "# SIGSTREAM_KAFKA_SECURE=1: SCRAM-SHA-512 over TLS, and TLS with a required client certificate (mTLS)."
+        echo "sasl.enabled.mechanisms=SCRAM-SHA-512"
+        echo "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        echo "ssl.keystore.type=PKCS12"
+        echo "ssl.keystore.location=$TLS/broker.p12"
+        echo "ssl.keystore.password=$store_password"
+        echo "ssl.key.password=$store_password"
+        echo "ssl.truststore.type=PKCS12"
+        echo "ssl.truststore.location=$TLS/truststore.p12"
+        echo "ssl.truststore.password=$store_password"
+        echo "listener.name.ssl.ssl.client.auth=required"
+        echo "listener.name.sasl_ssl.ssl.client.auth=none"
+    } >>"$PROPS"
+    {
+        echo "KAFKA_SASL_SSL_BOOTSTRAP=127.0.0.1:$sport"
+        echo "KAFKA_SSL_BOOTSTRAP=127.0.0.1:$mport"
+        echo "KAFKA_CA_FILE=$TLS/ca.pem"
+        echo "KAFKA_CLIENT_CERT=$TLS/client.pem"
+        echo "KAFKA_CLIENT_KEY=$TLS/client.key"
+        echo "KAFKA_SASL_USERNAME=$user"
+        echo "KAFKA_SASL_PASSWORD_FILE=$password_file"
+    } >"$SECURE_ENV"
+}
+
+print_addresses() {
+    echo "KAFKA_BOOTSTRAP=$(bootstrap)"
+    if is_secure; then cat "$SECURE_ENV"; fi
 }
 
 write_config() {
@@ -92,9 +191,14 @@ log4j.logger.kafka.request.logger=WARN
 log4j.logger.state.change.logger=WARN
 log4j.logger.kafka.log.LogCleaner=WARN
 EOF
-    local cluster_id
+    local cluster_id scram=()
+    if [[ "${SIGSTREAM_KAFKA_SECURE:-0}" == 1 ]]; then
+        secure_config
+        # StorageTool takes the password on its command line only; the format runs once, before the broker.
+        scram=(--add-scram "SCRAM-SHA-512=[name=$(sed -n 's/^KAFKA_SASL_USERNAME=//p' "$SECURE_ENV"),password=$(cat "$RUN/sasl.password")]")
+    fi
     cluster_id="$(java_cp kafka.tools.StorageTool random-uuid)"
-    java_cp kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPS" >"$RUN/format.out" 2>&1 \
+    java_cp kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPS" "${scram[@]}" >"$RUN/format.out" 2>&1 \
         || { cat "$RUN/format.out" >&2; die "storage format failed"; }
 }
 
@@ -110,7 +214,10 @@ wait_ready() {
         # listeners; the TCP connect confirms the PLAINTEXT port really accepts clients.
         if grep -q "Kafka Server started" "$RUN/server.log" 2>/dev/null \
             && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
+            if ! is_secure; then return 0; fi
+            local sport
+            sport="$(sed -n 's/^KAFKA_SASL_SSL_BOOTSTRAP=.*://p' "$SECURE_ENV")"
+            if (exec 3<>"/dev/tcp/127.0.0.1/$sport") 2>/dev/null; then return 0; fi
         fi
         sleep 0.3
     done
@@ -124,7 +231,7 @@ cmd_start() {
     fetch_jars
     mkdir -p "$RUN"
     if is_running; then
-        echo "KAFKA_BOOTSTRAP=$(bootstrap)"
+        print_addresses
         return 0
     fi
     if [[ ! -f "$RUN/data/meta.properties" ]]; then
@@ -138,7 +245,7 @@ cmd_start() {
         -cp "$LIB/*" kafka.Kafka "$PROPS" >"$LOGFILE" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
     wait_ready
-    echo "KAFKA_BOOTSTRAP=$(bootstrap)"
+    print_addresses
 }
 
 cmd_stop() {
@@ -160,7 +267,7 @@ cmd_stop() {
 
 cmd_status() {
     if is_running; then
-        echo "KAFKA_BOOTSTRAP=$(bootstrap)"
+        print_addresses
     else
         echo "kafka.sh: not running" >&2
         return 1

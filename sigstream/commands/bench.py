@@ -6,6 +6,7 @@ import asyncio
 import os
 import platform
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from engine.errors import InvalidInput
 from sigstream.modes import bench as benchmarks
 
 console = Console(stderr=True)
@@ -30,13 +32,46 @@ def bench(
         help="The worker's sentiment model, module:factory (the lexicon test model isolates the Kafka path).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON on stdout."),
+    device: str = typer.Option(
+        "cpu",
+        "--device",
+        help="cpu: the figures above. cuda: the GPU serving figures instead (texts/s end to end for the chapter's "
+        "loop, HF pipeline, sigstream bf16 and 4-bit, on MiniLM and a random BERT-base; GPU memory; p50/p99 of a "
+        "64-text micro-batch). Needs an NVIDIA GPU: without one it exits 2. E.g. sigstream bench --device cuda --json",
+    ),
+    gpu_texts: int = typer.Option(20_000, "--gpu-texts", min=1, help="--device cuda: texts through each path."),
+    training_memory: bool = typer.Option(
+        False,
+        "--training-memory",
+        help="--device cuda: instead of serving, peak GPU memory and time per step of LoRA, 16-bit LoRA, QLoRA and "
+        "full fine-tuning on MiniLM and a random BERT-base, same batch (32) and length (128).",
+    ),
+    cpu_smoke: bool = typer.Option(
+        False,
+        "--cpu-smoke",
+        help="Run the --device cuda code on CPU at toy sizes, to test it (and scripts/gpu-check.sh --dry-run) "
+        "without a GPU; its figures mean nothing.",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Also write the JSON here, rewritten after each row (a killed run keeps its rows)."
+    ),
 ) -> None:
     """Measure bars/s through features, trades/s through bar building, and batched vs one-at-a-time
-    sentiment texts/s with the weighted-F1 cost of each speed-up. With --kafka, end-to-end figures too."""
+    sentiment texts/s with the weighted-F1 cost of each speed-up. With --kafka, end-to-end figures too.
+    With --device cuda, the GPU serving figures (or, with --training-memory, the training-memory table)."""
     result: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
     }
+    if device not in {"cpu", "cuda"}:
+        raise InvalidInput(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda" or cpu_smoke or training_memory:
+        _gpu(result, device="cpu" if cpu_smoke else "cuda", texts=gpu_texts, data=data,
+             training_memory=training_memory, smoke=cpu_smoke, out=out)  # fmt: skip
+        if as_json:
+            typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        _print_gpu(result)
+        return
     with console.status("features..."):
         result["features"] = benchmarks.bench_features(bars)
     with console.status("bar building..."):
@@ -44,13 +79,103 @@ def bench(
     if texts:
         result["sentiment"] = _sentiment(texts, data)
     if kafka:
+        from sigstream.settings import load_settings
         from testkit.kafka_bench import run_kafka_bench
 
+        security = load_settings().kafka  # SASL / TLS from SIGSTREAM_KAFKA__...
         with console.status("kafka end to end (about a minute)..."):
-            result["kafka"] = asyncio.run(run_kafka_bench(kafka, model=kafka_model))
+            result["kafka"] = asyncio.run(run_kafka_bench(kafka, model=kafka_model, security=security))
     if as_json:
         typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    if out is not None:
+        _write(out, result)
     _print(result)
+
+
+def _write(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    tmp.replace(path)
+
+
+def _gpu(
+    result: dict[str, Any], *, device: str, texts: int, data: str, training_memory: bool, smoke: bool,
+    out: Path | None,
+) -> None:
+    """Fill ``result`` with the GPU figures (sigstream.modes.bench, sigstream.modes.train.memory)."""
+    import tempfile
+
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InvalidInput(
+            "--device cuda: torch sees no CUDA device here (the GPU figures need an NVIDIA GPU; "
+            "--cpu-smoke runs their code on CPU)"
+        )
+    from sigstream.settings import load_settings
+
+    result.update(
+        device=device,
+        gpu=torch.cuda.get_device_name(0) if device == "cuda" else None,
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        smoke=smoke,
+    )
+    rows: list[dict[str, Any]] = []
+
+    def on_row(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if out is not None:
+            _write(out, {**result, "rows_so_far": rows})
+
+    with tempfile.TemporaryDirectory(prefix="sigstream-bench-") as work:
+        if training_memory:
+            from sigstream.modes.train import memory
+
+            sizes = memory.SMOKE_MEMORY_SIZES if smoke else memory.MemorySizes()
+            result.update(memory.training_memory_table(device=device, sizes=sizes, work_dir=Path(work),
+                                                       on_row=on_row))  # fmt: skip
+        else:
+            gpu_sizes = benchmarks.SMOKE_SIZES if smoke else benchmarks.GpuBenchSizes(texts=texts)
+            result.update(
+                benchmarks.bench_gpu_serving(
+                    load_settings().model, device=device, sizes=gpu_sizes, data=data, work_dir=Path(work),
+                    on_row=on_row,
+                )
+            )
+    if out is not None:
+        _write(out, result)
+
+
+def _mb(value: float | None) -> str:
+    return "" if value is None else f"{value:,.0f} MB"
+
+
+def _print_gpu(result: dict[str, Any]) -> None:
+    where = result.get("gpu") or f"{result['device']} (smoke run: figures mean nothing)"
+    table = Table(title=f"sigstream bench --device cuda — {result['date']} — {where}")
+    if "training_memory" in result:
+        for column in ("encoder", "method", "peak memory", "weights", "time/step", "trainable"):
+            table.add_column(column, justify="left" if column in {"encoder", "method"} else "right")
+        for row in result["training_memory"]:
+            if "error" in row:
+                table.add_row(row["encoder"], row["method"], "error", row["error"][:60], "", "")
+                continue
+            table.add_row(row["encoder"], row["method"], _mb(row["peak_mb"]), _mb(row["weights_mb"]),
+                          f"{row['ms_per_step']:,.1f} ms", f"{row['trainable_params']:,}")  # fmt: skip
+    else:
+        for column in ("encoder", "path", "texts/s", "p50 / p99 (64 texts)", "peak memory", "texts"):
+            table.add_column(column, justify="left" if column in {"encoder", "path"} else "right")
+        for row in result.get("serving", []):
+            if "error" in row:
+                table.add_row(row["encoder"], row["path"], "error", row["error"][:60], "", "")
+                continue
+            latency = (f"{row['latency_ms_p50']:.1f} / {row['latency_ms_p99']:.1f} ms"
+                       if "latency_ms_p50" in row else "")  # fmt: skip
+            table.add_row(row["encoder"], row["path"], f"{row['texts_per_s']:,.0f}", latency,
+                          _mb(row["peak_mb"]), f"{row['texts']:,}")  # fmt: skip
+    console.print(table)
 
 
 def _sentiment(count: int, spec: str) -> list[dict[str, Any]]:
@@ -102,7 +227,12 @@ def _print(result: dict[str, Any]) -> None:
             f"{row['weighted_f1']:.4f}",
         )
     for key, value in result.get("kafka", {}).items():
-        if isinstance(value, int | float):
+        # Counts (frames, news sent) are integers and print as such; rates and latencies keep one decimal.
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            table.add_row(f"kafka: {key}", f"{value:,}", "", "")
+        elif isinstance(value, float):
             table.add_row(f"kafka: {key}", f"{value:,.1f}", "", "")
     console.print(table)
 
