@@ -1,45 +1,97 @@
 """The ``sigstream`` console script.
 
-Conventions: ``--help`` on every command, a progress bar on long runs, and exit code 2 with a
-one-line reason on bad input (:class:`engine.errors.InvalidInput`).
+Conventions: ``--help`` on every command (with an example), a progress bar on long runs, and exit code 2 with a
+one-line reason on bad input (:class:`engine.errors.InvalidInput`) and on a bad flag (click's usage errors);
+``--config FILE`` on every command. Output streams: stdout carries what a command produces (signals, tables,
+JSON), stderr the diagnostics (progress, warnings, logs, errors). Heavy libraries load inside commands only.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import typer
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
+from typer._click import ClickException, Command, Context, Parameter
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from engine.errors import FatalError, InvalidInput
+from sigstream import __version__
+from sigstream.settings import use_config_file
 
 # Commands are registered from their own modules so each stays small and owned in one place.
-COMMAND_MODULES = ("replay", "record", "bench", "train", "evaluate", "run", "worker", "backtest", "testserver")
+COMMAND_MODULES = ("replay", "record", "bench", "train", "evaluate", "run", "worker", "backtest", "testserver",
+                   "config")
 
 app = typer.Typer(
     name="sigstream",
-    help=(
-        "Streaming market-signal engine: Bybit ticks + news sentiment -> composite BUY/HOLD/SELL "
-        "signals. Runs in-process by default; --kafka/--redis switch to the real services."
-    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
 
+class JsonLogFormatter(logging.Formatter):
+    """``--log-format json``: one JSON object per record (``ts``, ``level``, ``logger``, ``message``, ``exc``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+                                 "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+JsonLogFormatter.converter = __import__("time").gmtime  # type: ignore[assignment]  # timestamps in UTC ("Z")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sigstream {__version__}")
+        raise typer.Exit
+
+
+def _config_option(ctx: Context, _param: Parameter, value: Path | None) -> None:
+    if value is not None and not ctx.resilient_parsing:
+        use_config_file(value)
+
+
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
+    log_format: str = typer.Option("text", "--log-format", help="Log lines on stderr: text or json (one JSON "
+                                   "object per line)."),
+    config: Path | None = typer.Option(  # noqa: B008 - typer declares options as defaults
+        None, "--config", help="TOML settings file (also SIGSTREAM_CONFIG); flags > environment > file > defaults.",
+        callback=_config_option, is_eager=True, expose_value=False),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", callback=_version,
+                                 is_eager=True, expose_value=False),
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """Streaming market-signal engine: Bybit ticks + news sentiment -> BUY/HOLD/SELL signals.
+
+    Runs in-process by default; --kafka/--redis switch to the real services.
+
+    Example:
+
+    \b
+      sigstream replay BTCUSDT_5m.csv --signals-out signals.jsonl
+      sigstream --config sigstream.toml config show
+    """
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter(f"{log_format!r} is not text or json", param_hint="--log-format")
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
 
 
 for _name in COMMAND_MODULES:
@@ -53,10 +105,72 @@ for _name in COMMAND_MODULES:
     _module.register(app)
 
 
-def main() -> None:
+# One example per command, shown under its --help (click keeps a paragraph that starts with \b as written).
+EXAMPLES: dict[str, str] = {
+    "replay": "sigstream replay BTCUSDT_5m.csv --news news.csv --signals-out signals.jsonl",
+    "record convert": "sigstream record convert BTCUSDT_5m.csv btc.jsonl.gz",
+    "record demo": "sigstream record demo demo.jsonl.gz --minutes 600",
+    "run": "sigstream run --sources bybit,rss --symbols BTCUSDT,ETHUSDT --feed https://example.com/rss",
+    "worker": "sigstream worker --kafka 127.0.0.1:9092 --redis redis://127.0.0.1:6379/0",
+    "bench": "sigstream bench --texts 968 --json",
+    "train": "sigstream train --method lora --data fpb:50:train --out runs/lora",
+    "eval": "sigstream eval --data fpb:50:test --json",
+    "backtest": "sigstream backtest --prices BTCUSDT_1d.csv --news cryptonews.csv --symbol BTCUSDT --report out/bt",
+    "testserver bybit": "sigstream testserver bybit --port 8765 --klines BTCUSDT_1m.csv --symbol BTCUSDT "
+                        "--interval 1m",
+    "testserver rss": "sigstream testserver rss --port 8766 --news cryptonews.csv",
+    "config show": "sigstream --config sigstream.toml config show --format toml",
+}
+
+
+def build_command() -> Command:
+    """The command tree of :data:`app` as the console script runs it: every command takes ``--config FILE``, and
+    help is plain text (it wraps at the terminal's width instead of cutting flag names) with an example.
+
+    typer 0.29 ships its own click (``typer._click``); the tree is walked through its public attributes only.
+    """
+    root = typer.main.get_command(app)
+    # The root's own --config (built by typer from _root's signature) is shared: parameters keep no state.
+    config = next(p for p in root.params if p.name == "config")
+
+    def visit(command: Any, path: str) -> None:
+        command.rich_markup_mode = None  # typer's commands print rich boxes unless this is None
+        if path and not any(p.name == "config" for p in command.params):
+            command.params.append(config)
+        example = EXAMPLES.get(path)
+        if example and "Example:" not in (command.help or ""):
+            command.epilog = f"Example:\n\n\b\n  {example}"
+        for name, sub in getattr(command, "commands", {}).items():
+            visit(sub, f"{path} {name}".strip())
+
+    visit(root, "")
+    return root
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: maps sigstream's error hierarchy to exit codes and one-line reasons."""
     try:
-        app()
+        code = build_command().main(args=argv, prog_name="sigstream", standalone_mode=False)
+        if isinstance(code, int) and code:
+            raise SystemExit(code)
+    except NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+        raise SystemExit(2) from None
+    except UsageError as exc:
+        # A bad flag or value: one line, like every other bad input (not a box, not the usage text).
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        typer.echo(f"error: {_one_line(exc.format_message())}{where}", err=True)
+        raise SystemExit(2) from None
+    except ClickException as exc:
+        typer.echo(f"error: {_one_line(exc.format_message())}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        raise SystemExit(1) from None
     except InvalidInput as exc:
         typer.echo(f"error: {exc.reason}", err=True)
         raise SystemExit(2) from None

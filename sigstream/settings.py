@@ -3,6 +3,9 @@
 Example: ``SIGSTREAM_ENGINE__AGGREGATOR__THRESHOLD=0.8``, ``SIGSTREAM_MODEL__QUANTIZE=none``,
 ``SIGSTREAM_KAFKA__BOOTSTRAP=127.0.0.1:9092``. Each section is defined beside the code it configures.
 
+Precedence, highest first: a CLI flag, an environment variable, ``.env``, the TOML file of ``--config FILE`` (or
+``SIGSTREAM_CONFIG``), the field's default. A variable or TOML key that names no setting is an error, not ignored.
+
 :class:`Settings` and every section are frozen: a command loads them once and never changes them. Its CLI flags
 are laid over them with :func:`with_overrides`, which returns a new root whose changed sections are validated
 again, so a flag is checked exactly like the variable it overrides.
@@ -10,12 +13,23 @@ again, so a flag is checked exactly like the variable it overrides.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from adapters.bybit.config import BybitSettings
 from adapters.ccxt.config import CcxtSettings
@@ -48,10 +62,158 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier wins: flags (laid over later by with_overrides) > environment > .env > the TOML file > defaults.
+        file = config_file()
+        toml = (TomlConfigSettingsSource(settings_cls, toml_file=file),) if file is not None else ()
+        return init_settings, env_settings, dotenv_settings, *toml, file_secret_settings
+
+
+ENV_PREFIX = "SIGSTREAM_"
+CONFIG_ENV = "SIGSTREAM_CONFIG"
+_config_path: Path | None = None
+
+
+def use_config_file(path: Path | None) -> None:
+    """``--config FILE``: the TOML file settings are read from (below the environment); checked now."""
+    global _config_path  # one file per process, chosen by the CLI before any command loads settings
+    if path is not None:
+        _read_toml(path)
+    _config_path = path
+
+
+def config_file() -> Path | None:
+    """The TOML file in use: ``--config``, else ``$SIGSTREAM_CONFIG``, else none."""
+    if _config_path is not None:
+        return _config_path
+    configured = os.environ.get(CONFIG_ENV)
+    return Path(configured) if configured else None
+
 
 def load_settings() -> Settings:
-    """Read settings once per command; errors name the offending variable."""
-    return Settings()
+    """Read settings once per command; errors name the offending variable, key or file (:class:`InvalidInput`)."""
+    file = config_file()
+    data = _read_toml(file) if file is not None else {}
+    check_environment(os.environ)
+    if file is not None:
+        for key in _unknown_keys(Settings, data):
+            close = _closest(key, _setting_paths(Settings))
+            raise InvalidInput(f"{file}: {key!r} names no setting" + (f" (did you mean {close!r}?)" if close else ""))
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = [str(p) for p in first["loc"]]
+        variable = ENV_PREFIX + "__".join(loc).upper()
+        in_file = _lookup(data, loc)
+        where = f"{file}: {'.'.join(loc)}" if variable not in os.environ and in_file and file else variable
+        raise InvalidInput(f"{where}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """A ``SIGSTREAM_A__B`` variable must name a setting: a misspelt one would otherwise be ignored silently.
+
+    Only names with ``__`` claim to be settings; single-word ones (``SIGSTREAM_DATA``, ``SIGSTREAM_CONFIG``, the
+    deploy scripts' ``SIGSTREAM_KAFKA_PORT``) belong to other tools and are left alone.
+    """
+    paths = _setting_paths(Settings)
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        if not _resolves(Settings, parts):
+            close = _closest(".".join(parts), paths)
+            hint = f" (did you mean {ENV_PREFIX}{close.replace('.', '__').upper()}?)" if close else ""
+            raise InvalidInput(f"{name} names no setting{hint}; `sigstream config show` lists them")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise InvalidInput(f"--config {path}: no such file") from None
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"--config {path}: not a readable TOML file: {exc}") from None
+
+
+def _lookup(data: Mapping[str, Any], loc: list[str]) -> bool:
+    here: Any = data
+    for part in loc:
+        if not isinstance(here, Mapping) or part not in here:
+            return False
+        here = here[part]
+    return True
+
+
+def _model_of(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """The model class inside ``annotation`` (``X | None``, ``Annotated[X, ...]``), and whether it is a mapping
+    (any key below it is the mapping's own)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    origin = typing.get_origin(annotation)
+    if origin in (dict, Mapping) or annotation is dict:
+        return None, True
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        for arg in typing.get_args(annotation):
+            model, mapping = _model_of(arg)
+            if model is not None or mapping:
+                return model, mapping
+    return None, False
+
+
+def _field_named(model: type[BaseModel], part: str) -> Any:
+    for name, info in model.model_fields.items():
+        if part in (name.lower(), (info.alias or "").lower()):
+            return info
+    return None
+
+
+def _resolves(model: type[BaseModel], parts: list[str]) -> bool:
+    info = _field_named(model, parts[0])
+    if info is None:
+        return False
+    if len(parts) == 1:
+        return True
+    inner, mapping = _model_of(info.annotation)
+    if mapping:
+        return True
+    return inner is not None and _resolves(inner, parts[1:])
+
+
+def _unknown_keys(model: type[BaseModel], data: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in data.items():
+        info = _field_named(model, str(key).lower())
+        if info is None:
+            yield prefix + str(key)
+            continue
+        inner, _ = _model_of(info.annotation)
+        if inner is not None and isinstance(value, Mapping):
+            yield from _unknown_keys(inner, value, f"{prefix}{key}.")
+
+
+def _setting_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    paths: list[str] = []
+    for name, info in model.model_fields.items():
+        inner, _ = _model_of(info.annotation)
+        if inner is not None:
+            paths += _setting_paths(inner, f"{prefix}{name}.")
+        else:
+            paths.append(prefix + name)
+    return paths
+
+
+def _closest(key: str, paths: list[str]) -> str | None:
+    close = difflib.get_close_matches(key.lower(), paths, n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,17 +12,43 @@ from typing import IO, Any, Self
 
 import orjson
 
-from adapters.files.client import open_binary_writer
+from adapters.files.client import open_binary_writer, partial_path
 from adapters.files.parsing import news_record
 from engine.events import CompositeSignal, DeadLetter, Features, NewsItem, Received
 from engine.serialization import dumps_line, features_record, signal_record
 
 
 class _JsonlWriter:
-    def __init__(self, path: Path) -> None:
+    """A JSONL file; ``staged`` writes ``<path>.partial`` until :meth:`commit` renames it (``open_binary_writer``)."""
+
+    def __init__(self, path: Path, *, staged: bool = False) -> None:
         self.path = path
-        self._handle: IO[bytes] = open_binary_writer(path)
+        self.staged = staged
+        self._handle: IO[bytes] = open_binary_writer(path, staged=staged)
         self.count = 0
+
+    @property
+    def written_to(self) -> Path:
+        """The file on disk now: ``<path>.partial`` while a staged output is not committed."""
+        return partial_path(self.path) if self.staged else self.path
+
+    def commit(self) -> Path:
+        """The run succeeded: close, and give a staged file its final name. Returns that name."""
+        self.close_file()
+        if self.staged and partial_path(self.path).exists():
+            partial_path(self.path).replace(self.path)
+        return self.path
+
+    def discard(self) -> Path | None:
+        """The run failed or was interrupted: close; a staged file keeps its ``.partial`` name when it holds lines
+        (returned, to be reported) and is removed when it holds none. An unstaged file is left as it is."""
+        self.close_file()
+        if not self.staged:
+            return self.path
+        if self.count == 0:
+            partial_path(self.path).unlink(missing_ok=True)
+            return None
+        return partial_path(self.path)
 
     def write(self, record: dict[str, Any]) -> None:
         self._handle.write(dumps_line(record))
@@ -93,8 +119,9 @@ class DeadLetterFile:
     """Dead letters as JSONL ``{"reason","source","line","raw","ts_init"}``; the file is only
     created when the first dead letter arrives, and every one is counted."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, staged: bool = False) -> None:
         self.path = path
+        self.staged = staged
         self._writer: _JsonlWriter | None = None
         self._count = 0
         self.reasons: dict[str, int] = {}
@@ -111,7 +138,7 @@ class DeadLetterFile:
         if self.path is None:
             return
         if self._writer is None:
-            self._writer = _JsonlWriter(self.path)
+            self._writer = _JsonlWriter(self.path, staged=self.staged)
         self._writer.write({"reason": record.reason, "source": record.source, "line": record.line,
                             "raw": record.raw, "ts_init": record.ts_init})
 
@@ -123,6 +150,14 @@ class DeadLetterFile:
         if self._writer is not None:
             self._writer.close_file()
 
+    def commit(self) -> Path | None:
+        """See :meth:`_JsonlWriter.commit`; None when no dead letter was written (no file)."""
+        return self._writer.commit() if self._writer is not None else None
+
+    def discard(self) -> Path | None:
+        """See :meth:`_JsonlWriter.discard`."""
+        return self._writer.discard() if self._writer is not None else None
+
 
 class RecordingWriter:
     """Writes a recording (see :mod:`adapters.files.parsing`); ``.gz`` names are compressed.
@@ -131,8 +166,8 @@ class RecordingWriter:
     line to the OS as it is written, so a killed process leaves a file that replays up to its last line.
     """
 
-    def __init__(self, path: Path) -> None:
-        self._writer = _JsonlWriter(path)
+    def __init__(self, path: Path, *, staged: bool = False) -> None:
+        self._writer = _JsonlWriter(path, staged=staged)
 
     def record(self, item: Received | NewsItem) -> None:
         """One live arrival: a venue message as received (its raw text parsed back to the frame), or news."""
@@ -166,6 +201,18 @@ class RecordingWriter:
     def __enter__(self) -> RecordingWriter:
         return self
 
+    def commit(self) -> Path:
+        """See :meth:`_JsonlWriter.commit`."""
+        return self._writer.commit()
+
+    def discard(self) -> Path | None:
+        """See :meth:`_JsonlWriter.discard`."""
+        return self._writer.discard()
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.close()
+        # A staged recording gets its name only when the block finished; a failure leaves .partial or nothing.
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import orjson
 
-from adapters.files.client import TruncatedFile, numbered_lines, open_text
+from adapters.files.client import TruncatedFile, numbered_lines, text_lines
 from adapters.files.config import FilesSettings
 from adapters.files.parsing import bar_from_kline_row, news_from_csv_row, parse_recording_line
+from engine.bars import bar_order_error
 from engine.codecs import FrameDecoder, venue_codec
 from engine.errors import InvalidInput
 from engine.events import Bar, DeadLetter, Event, Interval, NewsItem
@@ -52,6 +53,7 @@ class RecordingSource(FileSource):
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.truncated: TruncatedFile | None = None  # set when items() met the end of a never-closed gzip file
 
     @functools.cached_property
     def interval(self) -> Interval | None:
@@ -84,6 +86,7 @@ class RecordingSource(FileSource):
                     yield item  # type: ignore[misc]  # decoder yields market events and news only
         except TruncatedFile as cut:
             # A recording whose writer was killed: replay what is there, and say where it was cut.
+            self.truncated = cut
             yield self._dead(cut, "", cut.last_line + 1, last_ts)
 
 
@@ -108,22 +111,20 @@ class KlineCsvSource(FileSource):
 
     def items(self) -> Iterator[RuntimeItem]:
         last_start: int | None = None
-        with open_text(self.path) as handle:
-            reader = csv.DictReader(handle)
-            _require_columns(self.path, reader.fieldnames, ("open", "high", "low", "close", "volume"))
-            for number, row in enumerate(reader, start=2):
-                try:
-                    bar = bar_from_kline_row(row, self.symbol, self.interval)
-                    if last_start is not None and bar.start <= last_start:
-                        kind = "duplicate" if bar.start == last_start else "out-of-order"
-                        raise InvalidInput(f"{kind} bar start {bar.start} after {last_start}")
-                except InvalidInput as exc:
-                    # Stamped like a bar (at its close) when the row's time parses, else at the last bar's close.
-                    ts = _row_close_ms(row, self.interval, last_start)
-                    yield self._dead(exc, ",".join(str(v) for v in row.values()), number, ts)
-                    continue
-                last_start = bar.start
-                yield bar
+        reader = csv.DictReader(text_lines(self.path))
+        _require_columns(self.path, reader.fieldnames, ("open", "high", "low", "close", "volume"))
+        for number, row in enumerate(reader, start=2):
+            try:
+                bar = bar_from_kline_row(row, self.symbol, self.interval)
+                if (order_error := bar_order_error(bar, last_start)) is not None:
+                    raise order_error
+            except InvalidInput as exc:
+                # Stamped like a bar (at its close) when the row's time parses, else at the last bar's close.
+                ts = _row_close_ms(row, self.interval, last_start)
+                yield self._dead(exc, ",".join(str(v) for v in row.values()), number, ts)
+                continue
+            last_start = bar.start
+            yield bar
 
     def bars(self) -> list[Bar]:
         """Just the bars (backtests check the dead letters separately)."""
@@ -140,16 +141,15 @@ class NewsCsvSource(FileSource):
     def items(self) -> Iterator[RuntimeItem]:
         news: list[NewsItem] = []
         dead: list[DeadLetter] = []
-        with open_text(self.path) as handle:
-            reader = csv.DictReader(handle, delimiter=";")
-            _require_columns(self.path, reader.fieldnames, ("date", "title"))
-            for number, row in enumerate(reader, start=2):
-                try:
-                    news.append(news_from_csv_row(row, self.settings.news_date_format))
-                except InvalidInput as exc:
-                    # Unparseable dates sort first (0); anything else at its publish time, like the news.
-                    ts = _news_row_ms(row, self.settings.news_date_format)
-                    dead.append(self._dead(exc, ";".join(str(v) for v in row.values()), number, ts))
+        reader = csv.DictReader(text_lines(self.path), delimiter=";")
+        _require_columns(self.path, reader.fieldnames, ("date", "title"))
+        for number, row in enumerate(reader, start=2):
+            try:
+                news.append(news_from_csv_row(row, self.settings.news_date_format))
+            except InvalidInput as exc:
+                # Unparseable dates sort first (0); anything else at its publish time, like the news.
+                ts = _news_row_ms(row, self.settings.news_date_format)
+                dead.append(self._dead(exc, ";".join(str(v) for v in row.values()), number, ts))
         # The file is newest-first; a stable sort keeps same-minute items in file order. Dead letters sort
         # in by their own time (0 when unparseable, so first): the stream must stay in time order for
         # merge_in_time_order, or a late-dated bad row would hold back every news item before it.
@@ -219,15 +219,14 @@ def pair_from_filename(path: Path) -> str | None:
 def infer_interval(path: Path) -> Interval:
     """The bar interval from the smallest gap between the first rows' timestamps."""
     starts: list[int] = []
-    with open_text(path) as handle:
-        for row in csv.DictReader(handle):
-            stamp = row.get("timestamp") or row.get("start")
-            try:
-                starts.append(to_epoch_ms(stamp))
-            except InvalidInput:
-                continue
-            if len(starts) >= 50:
-                break
+    for row in csv.DictReader(text_lines(path)):
+        stamp = row.get("timestamp") or row.get("start")
+        try:
+            starts.append(to_epoch_ms(stamp))
+        except InvalidInput:
+            continue
+        if len(starts) >= 50:
+            break
     gaps = [b - a for a, b in pairwise(starts) if b > a]
     if not gaps or min(gaps) not in _INTERVAL_BY_MS:
         raise InvalidInput(f"cannot infer the bar interval of {path}; pass --interval")
@@ -243,8 +242,7 @@ def detect_source(
     if name.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".json.gz")):
         return RecordingSource(path)
     if name.endswith((".csv", ".csv.gz")):
-        with open_text(path) as handle:
-            header = handle.readline()
+        header = next(text_lines(path), "")
         if ";" in header and "title" in header:
             return NewsCsvSource(path, settings)
         if "open" in header and "close" in header:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -26,11 +26,16 @@ console = Console(stderr=True)
 
 @dataclass(slots=True)
 class ReplayOutputs:
-    """Output paths; any may be None."""
+    """Output paths; any may be None.
+
+    Each is written as ``<name>.partial`` and renamed to its name only when the replay succeeded; after a failure
+    or an interrupt, :attr:`left_partial` lists the ``.partial`` files that hold lines (empty ones are removed).
+    """
 
     features: Path | None = None
     signals: Path | None = None
     dead_letters: Path | None = None
+    left_partial: list[Path] = field(default_factory=list)
 
 
 def open_sources(
@@ -64,21 +69,36 @@ async def run_replay(
     *,
     symbol: str | None = None,
     progress: bool = True,
+    check: Callable[[RuntimeStats], None] | None = None,
 ) -> tuple[RuntimeStats, DeadLetterFile]:
-    """Replay ``sources`` through the engine and write the requested outputs."""
+    """Replay ``sources`` through the engine and write the requested outputs.
+
+    ``check`` sees the finished run's report before the outputs get their names; raising there (like any failure
+    or an interrupt during the run) leaves them as ``.partial`` files, listed in ``outputs.left_partial``.
+    """
     engine = SignalEngine(settings, symbols=frozenset({symbol.upper()}) if symbol else None)
     batcher = MicroBatcher(model, settings.batcher)
-    dead = DeadLetterFile(outputs.dead_letters)
-    feature_sinks = [JsonlFeatureSink(outputs.features)] if outputs.features else []
-    signal_sinks = [JsonlSignalSink(outputs.signals)] if outputs.signals else []
+    dead = DeadLetterFile(outputs.dead_letters, staged=True)
+    feature_sinks = [JsonlFeatureSink(outputs.features, staged=True)] if outputs.features else []
+    signal_sinks = [JsonlSignalSink(outputs.signals, staged=True)] if outputs.signals else []
     sinks = RuntimeSinks(dead, feature_sinks, signal_sinks)
     bar = tqdm(desc="replay", unit=" events", disable=not progress, mininterval=0.5)
+    committed = False
     try:
         runtime = Runtime(engine, batcher, sinks, on_progress=bar.update)
         report = await runtime.run(merge_in_time_order(sources))
+        if check is not None:
+            check(report)
+        committed = True
     finally:
         bar.close()
         await sinks.close()
+        staged: list[JsonlFeatureSink | JsonlSignalSink | DeadLetterFile] = [*feature_sinks, *signal_sinks, dead]
+        for output in staged:
+            if committed:
+                output.commit()
+            elif (kept := output.discard()) is not None:
+                outputs.left_partial.append(kept)
     return report, dead
 
 
