@@ -126,6 +126,11 @@ class BybitWsClient:
             limit = self.settings.max_reconnects
             if limit is not None and failures >= limit:
                 raise TransientError(f"bybit websocket: gave up after {failures} failed reconnects")
+            attempts = self.settings.max_connect_attempts
+            if self.stats.connects == 0 and attempts is not None and failures + 1 >= attempts:
+                last = self.stats.errors[-1] if self.stats.errors else "no error recorded"
+                raise TransientError(f"bybit websocket: gave up after {failures + 1} connection attempts to "
+                                     f"{self.settings.ws_url}, none succeeded (last: {last})")
             delay = self._backoff.delay(failures)
             failures += 1
             self.stats.reconnects += 1

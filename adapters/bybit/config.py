@@ -35,6 +35,10 @@ class BybitSettings(BaseModel):
     backoff_max_s: float = Field(30.0, gt=0, description="Largest reconnect delay cap.")
     backoff_factor: float = Field(2.0, ge=1.0, description="Growth of the reconnect delay cap per failure.")
     max_reconnects: int | None = Field(None, ge=0, description="Give up after this many reconnects; None = never.")
+    max_connect_attempts: int | None = Field(
+        5, ge=1, description="Give up (exit 1) when this many attempts in a row failed and none ever connected "
+        "(an unreachable or wrong URL); None = retry forever. Reconnects after a working connection: max_reconnects.",
+    )
     queue_size: int = Field(10_000, ge=1, description="Parsed events buffered between socket and consumer.")
 
     @field_validator("orderbook_depth")

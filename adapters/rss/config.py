@@ -20,6 +20,10 @@ class RssSettings(BaseModel):
     poll_interval_s: float = Field(60.0, gt=0, description="Seconds between polling cycles.")
     timeout_s: float = Field(10.0, gt=0, description="HTTP timeout of one feed request.")
     attempts: int = Field(3, ge=1, description="Tries per feed per cycle on transient errors (5xx, network).")
+    max_connect_attempts: int | None = Field(
+        5, ge=1, description="Give up (exit 1) after this many polling cycles in a row in which no feed could be "
+        "reached, while none ever was (an unreachable or wrong URL); None = keep polling forever.",
+    )
     backoff_initial_s: float = Field(0.5, gt=0, description="First retry delay cap (full jitter).")
     user_agent: str = Field("sigstream/0.1 (+rss poller)", description="User-Agent header sent to feeds.")
     max_seen: int = Field(100_000, ge=1, description="Item ids remembered for de-duplication.")

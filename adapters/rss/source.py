@@ -56,6 +56,9 @@ class RssNewsSource:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._closed = asyncio.Event()
         self._backoff = Backoff(initial_s=settings.backoff_initial_s, maximum_s=settings.poll_interval_s)
+        self._reached = False  # some feed answered once: from then on an outage is waited out, never given up on
+        self._unreached_cycles = 0
+        self._last_error = ""
 
     async def poll_once(self) -> list[NewsItem]:
         """One cycle over every feed: the new items, oldest first."""
@@ -71,11 +74,13 @@ class RssNewsSource:
             except TransientError as exc:
                 # The feed is down for now; the next cycle tries again. Nothing was received to lose.
                 self.stats.failures += 1
+                self._last_error = f"{url}: {exc}"
                 log.warning("rss poll failed: %s", exc)
                 continue
             except InvalidInput as exc:
                 await self._dead_letter(exc.reason, url)
                 continue
+            self._reached = True
             if result.not_modified or result.body is None:
                 self.stats.not_modified += 1
                 continue
@@ -104,12 +109,22 @@ class RssNewsSource:
         while not self._closed.is_set():
             for item in await self.poll_once():
                 yield item
+            self._give_up_if_never_reached()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), self.settings.poll_interval_s)
 
     async def close(self) -> None:
         self._closed.set()
         await self.client.close()
+
+    def _give_up_if_never_reached(self) -> None:
+        limit = self.settings.max_connect_attempts
+        if self._reached or limit is None:
+            return
+        self._unreached_cycles += 1
+        if self._unreached_cycles >= limit:
+            raise TransientError(f"rss: gave up after {self._unreached_cycles} polls in which no feed could be "
+                                 f"reached (last: {self._last_error})")
 
     def _remember(self, key: str) -> bool:
         """True when ``key`` is new; the memory is bounded to the most recent ``max_seen`` keys."""

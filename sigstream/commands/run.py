@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import typer
 
+from adapters.bybit.config import BybitSettings
 from engine.errors import InvalidInput
 from engine.events import Interval
 from sigstream.settings import Settings, flag, load_settings, with_overrides
 
 KNOWN_SOURCES = ("bybit", "rss")
+BYBIT_WS_URL = BybitSettings.model_fields["ws_url"].default
 
 
 def run(
@@ -40,7 +44,8 @@ def run(
         "leaves (the missed bars, fetched over REST): SIGSTREAM_CCXT__HEAL_GAPS=false does.",
     ),
     rest_url: str | None = typer.Option(
-        None, "--rest-url", help="REST base URL for the backfill and the gap healing (default: Bybit)."
+        None, "--rest-url", help="REST base URL for the backfill and the gap healing [default: Bybit's, but only "
+        "with Bybit's own websocket: with another --bybit-url there is no REST call unless this is given]."
     ),
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics on this port."),
     record: Path | None = typer.Option(
@@ -51,8 +56,12 @@ def run(
     """Stream live ticks (Bybit v5 websocket) and news (RSS/Atom) into the engine and emit signals.
 
     Signals are printed as JSON lines on stdout. Ctrl-C or SIGTERM flushes the pending news batch,
-    publishes what it produced, and exits. After a websocket reconnect the closed bars missed meanwhile are
-    fetched over REST and processed (and recorded) before the stream goes on; a failed fetch is a warning.
+    publishes what it produced, and exits (Ctrl-C with status 130, SIGTERM 0). After a websocket reconnect
+    the closed bars missed meanwhile are fetched over REST and processed (and recorded) before the stream
+    goes on; a failed fetch is a warning. A source that cannot connect at all gives up after
+    SIGSTREAM_BYBIT__MAX_CONNECT_ATTEMPTS / SIGSTREAM_RSS__MAX_CONNECT_ATTEMPTS tries (exit 1, with why).
+    Outputs (--signals-out, --record, --dead-letters-out) are appended as the run goes, complete up to its
+    last line; the final "stopped: ..." line on stderr says the run ended cleanly.
     """
     chosen = [s.strip() for s in sources.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in KNOWN_SOURCES]
@@ -72,12 +81,28 @@ def run(
     if kafka:
         from sigstream.modes.run import run_to_kafka
 
-        asyncio.run(run_to_kafka(settings, chosen, duration))
+        _exit_on_ctrl_c(asyncio.run(run_to_kafka(settings, chosen, duration)))
         return
-    backfilling = backfill != 0 and "bybit" in chosen
+    backfilling = backfill != 0 and "bybit" in chosen and _rest_allowed(settings)
+    if "bybit" in chosen and not _rest_allowed(settings):
+        typer.echo(f"note: --bybit-url {settings.bybit.ws_url} is not Bybit's and no --rest-url was given: no REST "
+                   "backfill and no gap healing", err=True)
     from sigstream.modes.run import run_embedded
 
-    asyncio.run(run_embedded(settings, chosen, signals_out, dead_letters_out, duration, backfilling, record))
+    _exit_on_ctrl_c(asyncio.run(run_embedded(settings, chosen, signals_out, dead_letters_out, duration, backfilling,
+                                             record)))
+
+
+def _exit_on_ctrl_c(signum: int | None) -> None:
+    # Flushed and closed already; the status says the run was interrupted (128 + SIGINT), as a shell expects.
+    if signum == signal.SIGINT:
+        raise SystemExit(130)
+
+
+def _rest_allowed(settings: Settings) -> bool:
+    """REST goes to Bybit's real API only when the websocket is Bybit's too: a local or other --bybit-url with no
+    --rest-url (SIGSTREAM_CCXT__REST_URL) must not warm up or heal from the real exchange."""
+    return settings.ccxt.rest_url is not None or settings.bybit.ws_url == BYBIT_WS_URL
 
 
 def run_settings(
@@ -106,7 +131,30 @@ def run_settings(
         raise InvalidInput("--symbols: no symbol given")
     if "rss" in chosen and not settings.rss.feeds:
         raise InvalidInput("--sources rss needs a feed: --feed URL or SIGSTREAM_RSS__FEEDS")
+    # Every URL is checked here, before a model or a connection is opened.
+    if "bybit" in chosen:
+        _check_url("--bybit-url" if bybit_url else "SIGSTREAM_BYBIT__WS_URL", settings.bybit.ws_url, ("ws", "wss"))
+    if "rss" in chosen:
+        for feed in settings.rss.feeds:
+            _check_url("--feed" if feeds else "SIGSTREAM_RSS__FEEDS", feed, ("http", "https"))
+    if settings.ccxt.rest_url is not None:
+        _check_url("--rest-url" if rest_url else "SIGSTREAM_CCXT__REST_URL", settings.ccxt.rest_url,
+                   ("http", "https"))
+    if settings.redis.url is not None and not kafka:
+        _check_url("--redis" if redis else "SIGSTREAM_REDIS__URL", settings.redis.url, ("redis", "rediss", "unix"))
     return settings
+
+
+def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parses the port, raising ValueError when it is not a number in range
+    except ValueError as exc:
+        raise InvalidInput(f"{name} {url!r}: not a valid URL: {exc}") from None
+    if parts.scheme not in schemes:
+        raise InvalidInput(f"{name} {url!r}: the scheme must be {' or '.join(s + '://' for s in schemes)}")
+    if not parts.hostname and parts.scheme != "unix":
+        raise InvalidInput(f"{name} {url!r}: no host in the URL")
 
 
 def register(app: typer.Typer) -> None:

@@ -268,7 +268,8 @@ async def run_live(
 async def run_embedded(
     settings: Settings, chosen: list[str], signals_out: Path | None,
     dead_letters_out: Path | None, duration: float | None, backfill: bool, record: Path | None,
-) -> None:
+) -> int | None:
+    """The in-process live service; returns the signal that stopped it (after flushing), None at --duration's end."""
     from adapters.model import load_sentiment_model
 
     clock = WallClock()
@@ -328,6 +329,7 @@ async def run_embedded(
     if failures:
         # Everything pending was flushed above; the exit status still says a source gave up.
         raise FatalError(f"source(s) failed: {'; '.join(failures)}")
+    return stop.signum
 
 
 async def _backfill(settings: Settings, engine: SignalEngine, dead: Any) -> list[Bar]:
@@ -363,12 +365,23 @@ def _gap_healer(settings: Settings, chosen: list[str], dead: Any) -> tuple[GapHe
     return GapHealer(rest, settings.bybit.symbols, settings.bybit.interval, kline_received), rest
 
 
-def _stop_event(duration: float | None) -> asyncio.Event:
+class StopEvent(asyncio.Event):
+    """Set by Ctrl-C, SIGTERM or the end of ``--duration``; ``signum`` says which signal, if one did."""
+
+    signum: int | None = None
+
+    def stop_on(self, signum: int) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self.set()
+
+
+def _stop_event(duration: float | None) -> StopEvent:
     """Set by Ctrl-C, SIGTERM or the end of ``--duration``: the service then flushes and exits."""
-    stop = asyncio.Event()
+    stop = StopEvent()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, stop.stop_on, signum)
     if duration:
         loop.call_later(duration, stop.set)
     return stop
@@ -388,8 +401,9 @@ def _sources(settings: Settings, chosen: list[str], dead: Any, clock: WallClock)
     return ticks, news
 
 
-async def run_to_kafka(settings: Settings, chosen: list[str], duration: float | None) -> None:
-    """Publish live ticks and news onto market.raw / news.raw; `sigstream worker` processes them."""
+async def run_to_kafka(settings: Settings, chosen: list[str], duration: float | None) -> int | None:
+    """Publish live ticks and news onto market.raw / news.raw; `sigstream worker` processes them. Returns the signal
+    that stopped it (after flushing), None at --duration's end."""
     from sigstream.modes.publish import QueueDeadLetters, live_items, publish_items
 
     queue: asyncio.Queue[Any] = asyncio.Queue(10_000)
@@ -404,3 +418,4 @@ async def run_to_kafka(settings: Settings, chosen: list[str], duration: float | 
                   f"{report.dead_letters} dead letters")
     if failures:
         raise FatalError(f"source(s) failed: {'; '.join(failures)}")
+    return stop.signum
