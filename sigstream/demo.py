@@ -44,7 +44,7 @@ def write_demo_recording(path: Path, *, minutes: int = 2_880, news_every: int = 
             lines.append((start + 60_000, order, kline_frame(bar, symbol, Interval.M1)))
             price = close
     lines.sort(key=lambda entry: (entry[0], entry[1]))
-    with RecordingWriter(path) as writer:
+    with RecordingWriter(path, staged=True) as writer:  # named only once complete
         for ts_init, _, payload in lines:
             if isinstance(payload, NewsItem):
                 writer.write_news(payload)

@@ -26,32 +26,44 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of a model on ``data_spec`` in the eval JSON contract (plus ``bad_rows`` and ``model``).
 
-    ``model_dir`` is a peft adapter directory (served on ``base``, default the bundled MiniLM) or a full
-    sequence-classification model (path or hub id); None serves the shipped default adapter.
+    ``model_dir`` is ``--model`` as every command reads it (:func:`sigstream.modes.sentiment.with_model_flag`): a
+    peft adapter directory (served on ``base``, default the bundled MiniLM), a full sequence-classification model
+    (path or hub id), or ``module:callable`` (a factory, scored as it is); None serves the shipped default adapter.
     """
     from adapters.datasets import load_spec
     from adapters.model import TransformersSentimentModel
     from adapters.model.calibration import expected_calibration_error, reliability_bins
+    from sigstream.modes.sentiment import is_factory_spec, load_model
     from sigstream.modes.train.metrics import classification_metrics
     from sigstream.settings import flag, load_settings, with_overrides
 
     data = load_spec(data_spec)
     if not data.examples:
         raise InvalidInput(f"{data_spec}: no usable rows ({len(data.bad_rows)} bad)")
-    full_model = model_dir is not None and not (Path(model_dir) / "adapter_config.json").is_file()
+    factory = model_dir if model_dir is not None and is_factory_spec(model_dir) else None
+    served = None if factory else model_dir  # a path or hub id, laid over SIGSTREAM_MODEL__*
+    full_model = served is not None and not (Path(served) / "adapter_config.json").is_file()
     # Flags over SIGSTREAM_MODEL__* (the served configuration), over the defaults.
     settings = with_overrides(
         load_settings(),
-        flag("--model", model_dir, "model.base" if full_model else "model.adapter"),
+        flag("--model", served, "model.base" if full_model else "model.adapter"),
         # A full model is served alone: "none" is ModelSettings' word for no adapter (None: "flag not given").
         flag("--model", "none" if full_model else None, "model.adapter"),
         flag("--base", base, "model.base"),
         flag("--batch-size", batch_size, "model.batch_size"),
         flag("--quantize", quantize, "model.quantize"),
     ).model
-    model = (
-        TransformersSentimentModel.baseline(settings) if baseline else TransformersSentimentModel.optimized(settings)
-    )
+    model: Any
+    if factory is not None:
+        serving = {"--baseline": baseline or None, "--base": base, "--batch-size": batch_size, "--quantize": quantize}
+        if given := [name for name, value in serving.items() if value is not None]:
+            raise InvalidInput(f"{', '.join(given)}: only for a transformers model, not --model {factory}")
+        model = load_model(factory)
+    else:
+        model = (
+            TransformersSentimentModel.baseline(settings) if baseline
+            else TransformersSentimentModel.optimized(settings)
+        )
     started = time.perf_counter()
     probs = model.predict_proba(data.texts)
     elapsed = time.perf_counter() - started
@@ -59,11 +71,11 @@ def evaluate(
     report = classification_metrics(data.labels, preds)
     report["ece"] = expected_calibration_error(probs, data.labels)
     report["reliability"] = reliability_bins(probs, data.labels)
-    report["overlap"] = training_overlap(settings.adapter or settings.base, data.texts)
+    report["overlap"] = None if factory else training_overlap(settings.adapter or settings.base, data.texts)
     report["texts_per_s"] = len(probs) / elapsed if elapsed > 0 else float("inf")
     report["bad_rows"] = len(data.bad_rows)
     report["bad_row_reasons"] = dict(Counter(b.reason for b in data.bad_rows))
-    report["model"] = model.description
+    report["model"] = getattr(model, "description", model_dir)
     return report
 
 
@@ -86,7 +98,8 @@ def _table(report: dict[str, Any], data_spec: str) -> Any:
 
 def eval_command(
     data: str = typer.Option(..., "--data", help="CSV (text,label) or spec: fpb[:50|66|75|all][:train|test], tfns."),
-    model: str | None = typer.Option(None, "--model", help="Adapter dir or full model; default: shipped adapter."),
+    model: str | None = typer.Option(None, "--model", help="Adapter folder or full model (path or hub id), or "
+                                     "module:callable; default: the shipped adapter."),
     base: str | None = typer.Option(None, "--base", help="Base under an adapter; default: bundled all-MiniLM-L6-v2."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Texts per forward pass (optimized path)."),
     baseline: bool = typer.Option(False, "--baseline", help="The chapter's loop: one text per forward, fp32."),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import typer
 
 from engine.events import Interval
-from sigstream.modes.sentiment import DEFAULT_MODEL
+from sigstream.modes.sentiment import with_model_flag
 from sigstream.settings import Settings, flag, load_settings, with_overrides
 
 
@@ -42,7 +42,10 @@ def register(app: typer.Typer) -> None:
         redis: str | None = typer.Option(
             None, "--redis", help="Redis URL for the feature cache (SIGSTREAM_REDIS__URL)."
         ),
-        model: str = typer.Option(DEFAULT_MODEL, "--model", help="Sentiment model as module:callable."),
+        model: str | None = typer.Option(
+            None, "--model", help="Sentiment model: an adapter folder or full model (path or hub id), or "
+            "module:callable [default: the configured model and adapter]."
+        ),
         app_id: str | None = typer.Option(None, "--app-id", help="faust app id = consumer group."),
         guarantee: str | None = typer.Option(
             None, "--processing-guarantee", help="at_least_once or exactly_once (Kafka transactions)."
@@ -63,6 +66,7 @@ def register(app: typer.Typer) -> None:
             load_settings(), kafka=kafka, redis=redis, app_id=app_id, guarantee=guarantee, partitions=partitions,
             interval=interval, metrics_port=metrics_port,
         )
+        settings, spec = with_model_flag(settings, model)
         from sigstream.modes.worker import serve
 
-        serve(settings, model, create_topics=create_topics, loglevel=loglevel)
+        serve(settings, spec, create_topics=create_topics, loglevel=loglevel)
