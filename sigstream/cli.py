@@ -28,7 +28,7 @@ from sigstream.settings import use_config_file
 
 # Commands are registered from their own modules so each stays small and owned in one place.
 COMMAND_MODULES = ("replay", "record", "bench", "train", "evaluate", "run", "worker", "backtest", "testserver",
-                   "config")
+                   "config", "dashboard")
 
 app = typer.Typer(
     name="sigstream",

@@ -39,6 +39,7 @@ from adapters.model.config import ModelSettings
 from adapters.prometheus.config import MetricsSettings
 from adapters.redis.config import RedisSettings
 from adapters.rss.config import RssSettings
+from adapters.web.config import DashboardSettings
 from engine.config import EngineSettings
 from engine.errors import InvalidInput
 
@@ -61,6 +62,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
 
     @classmethod
     def settings_customise_sources(
