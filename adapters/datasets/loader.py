@@ -3,7 +3,8 @@
 Specs:
     ``fpb[:50|66|75|all][:train|test]``  Financial PhraseBank at an agreement level; ``test`` is the fixed,
         seeded, stratified 20% held out of the default adapter's training, ``train`` the rest.
-    ``tfns[:PATH]``  financial tweets, ``text,label`` with 0=bearish, 1=bullish, 2=neutral.
+    ``tfns[:train|test|PATH]``  financial tweets, ``text,label`` with 0=bearish, 1=bullish, 2=neutral; ``test`` is
+        a fixed, seeded, stratified 20% of ``sent_train.csv`` (like FPB's), ``train`` the rest.
     ``hub:DATASET_ID[:CONFIG]``  from the Hugging Face hub, needs the ``datasets`` package and a network.
     ``PATH.csv``  any CSV with ``text,label`` columns (bearish/neutral/bullish or negative/neutral/positive).
 """
@@ -42,6 +43,7 @@ FPB_FILES: dict[str, str] = {
 }
 FPB_SPLITS = ("train", "test")
 TFNS_FILE = "twitter_financial_news/sent_train.csv"
+CRYPTONEWS_FILE = "news/cryptonews.csv"
 TIMESTAMP_COLUMNS = ("timestamp", "ts", "date", "published")
 
 
@@ -265,8 +267,13 @@ def load_spec(spec: str, settings: DatasetSettings | None = None) -> LabelledSet
                 raise InvalidInput(f"bad FPB spec {spec!r}; use fpb[:50|66|75|all][:train|test]")
             return load_fpb(level, split, settings)
         case "tfns":
-            path = Path(rest) if rest else settings.data_dir / TFNS_FILE
-            return load_csv(path, "tfns", label_parser=parse_tfns_label)
+            split = rest.lower() if rest.lower() in FPB_SPLITS else None
+            path = Path(rest) if rest and split is None else settings.data_dir / TFNS_FILE
+            data = load_csv(path, "tfns", label_parser=parse_tfns_label)
+            if split is not None:
+                train, test = stratified_split(data.examples, settings.test_fraction, settings.split_seed)
+                data.name, data.examples = f"tfns:{split}", test if split == "test" else train
+            return data
         case "hub":
             dataset_id, _, config = rest.partition(":")
             return load_hub(dataset_id, config or None)
@@ -275,6 +282,35 @@ def load_spec(spec: str, settings: DatasetSettings | None = None) -> LabelledSet
             if path.suffix.lower() != ".csv" and not path.is_file():
                 raise InvalidInput(f"unknown data spec {spec!r}; use fpb[:level][:split], tfns, hub:ID or a CSV")
             return load_csv(path, path.name)
+
+
+def load_unlabelled(spec: str, settings: DatasetSettings | None = None) -> list[str]:
+    """In-domain texts without labels, for distillation: ``cryptonews[:PATH]`` (the shared crypto headlines,
+    ``;``-separated, column ``title``), or any labelled spec with its labels dropped.
+
+    Raises:
+        InvalidInput: unknown spec or missing file.
+    """
+    settings = settings or DatasetSettings()
+    head, _, rest = spec.partition(":")
+    if head.lower() != "cryptonews":
+        return load_spec(spec, settings).texts
+    path = Path(rest) if rest else settings.data_dir / CRYPTONEWS_FILE
+    if not path.is_file():
+        raise InvalidInput(f"dataset file not found: {path}")
+    reader = csv.DictReader(io.StringIO(read_text_file(path), newline=""), delimiter=";")
+    if reader.fieldnames is None or "title" not in reader.fieldnames:
+        raise InvalidInput(f"{path}: needs a ';'-separated header with a 'title' column")
+    texts: list[str] = []
+    empty = 0
+    for row in reader:
+        try:
+            texts.append(parse_text(row.get("title") or ""))
+        except InvalidInput:
+            empty += 1  # an empty headline has nothing to teach; counted and logged below
+    if empty:
+        log.warning("%s: %d rows without a usable title skipped", path, empty)
+    return texts
 
 
 def load_specs(specs: Sequence[str], settings: DatasetSettings | None = None) -> LabelledSet:

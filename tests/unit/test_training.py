@@ -47,7 +47,7 @@ def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_config(method: str, data: Path, out: Path, **overrides: object) -> TrainConfig:
     fields: dict[str, object] = {
         "method": method, "data": [str(data)], "out": out, "epochs": 4, "batch_size": 8, "max_length": 32,
-        "seed": 3, "val_fraction": 0.25, "patience": 10, "progress": False, "device": "cpu",
+        "seed": 3, "val_fraction": 0.25, "patience": 10, "progress": False, "device": "cpu", "eval_data": [],
     }  # fmt: skip
     fields.update(overrides)
     return TrainConfig.model_validate(fields)
@@ -124,16 +124,23 @@ def test_saved_adapter_reloads_to_identical_predictions(trained_lora: tuple[Path
         batch = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
         in_memory = torch.softmax(result.model(**batch).logits, -1).tolist()
 
-    unmerged = TransformersSentimentModel.optimized(
-        ModelSettings(adapter=str(out), quantize="none", merge_adapter=False, device="cpu", max_length=cfg.max_length)
-    )
-    merged = TransformersSentimentModel.optimized(
-        ModelSettings(adapter=str(out), quantize="none", merge_adapter=True, device="cpu", max_length=cfg.max_length)
-    )
+    settings = ModelSettings(adapter=str(out), quantize="none", device="cpu", max_length=cfg.max_length)
+    unmerged = TransformersSentimentModel.optimized(settings.model_copy(update={"merge_adapter": False,
+                                                                             "calibrate": False}))  # fmt: skip
+    merged = TransformersSentimentModel.optimized(settings.model_copy(update={"calibrate": False}))
 
     reloaded = unmerged.predict_proba(texts)
     assert flat(reloaded) == pytest.approx(flat(in_memory), abs=1e-6)
     assert flat(merged.predict_proba(texts)) == pytest.approx(flat(reloaded), abs=1e-4)
+
+    # Training fitted a temperature on its validation split; serving divides the logits by it.
+    calibration = json.loads((out / "calibration.json").read_text())
+    t = calibration["temperature"]
+    assert calibration["n"] == result.val_metrics["n"] and t > 0
+    calibrated = TransformersSentimentModel.optimized(settings.model_copy(update={"merge_adapter": False}))
+    with torch.inference_mode():
+        expected = torch.softmax(result.model(**batch).logits / t, -1).tolist()
+    assert flat(calibrated.predict_proba(texts)) == pytest.approx(flat(expected), abs=1e-6)
 
 
 def test_baseline_and_optimized_paths_agree_on_labels_and_keep_order(trained_lora: tuple[Path, object]) -> None:
@@ -329,3 +336,109 @@ def test_serving_an_adapter_on_another_base_is_logged(tmp_path: Path, caplog: py
     with caplog.at_level(logging.WARNING, logger="adapters.model.client"):
         warn_if_other_base(str(adapter), bundled_base_path())
     assert caplog.text == ""
+
+
+def test_train_defaults_are_the_recipe_of_the_shipped_adapter(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    import sigstream.modes.train.trainer as trainer
+    from adapters.model.config import DEFAULT_ADAPTER_DIR
+    from sigstream.cli import app
+
+    shipped = TrainConfig.load(DEFAULT_ADAPTER_DIR / "training_config.json")
+    # Where the run happened and how it was watched, not what it trained; lr is compared as the rate used.
+    not_recipe = {"out", "base", "progress", "device", "num_threads", "resume", "keep_checkpoint", "lr"}
+    recipe = sorted(set(TrainConfig.model_fields) - not_recipe)
+
+    def assert_shipped_recipe(cfg: TrainConfig) -> None:
+        assert {f: getattr(cfg, f) for f in recipe} == {f: getattr(shipped, f) for f in recipe}
+        assert (cfg.lr or METHODS[cfg.method].default_lr) == shipped.lr
+
+    assert_shipped_recipe(TrainConfig())
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr(trainer, "train", seen.append)  # only the config the bare command builds is checked
+    CliRunner().invoke(app, ["train", "--out", str(tmp_path / "a")])
+    assert len(seen) == 1
+    assert_shipped_recipe(seen[0])
+
+
+def test_save_steps_checkpoints_between_evaluations(
+    tiny_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sigstream.modes.train.trainer as trainer
+
+    saved: list[int] = []
+    real = trainer._save_checkpoint
+    monkeypatch.setattr(
+        trainer, "_save_checkpoint", lambda ckpt, state: (saved.append(state["step"]), real(ckpt, state))
+    )
+    # 36 training rows in batches of 8: 5 steps per epoch, one evaluation per epoch.
+    train(tiny_config("lora", tiny_csv, tmp_path / "s", max_steps=4, save_steps=2, lr=3e-3))
+    assert saved == [2, 4]  # step 2 by --save-steps, step 4 by the final evaluation
+    saved.clear()
+    train(tiny_config("lora", tiny_csv, tmp_path / "n", max_steps=4, lr=3e-3))
+    assert saved == [4]
+
+
+def test_distillation_loss_is_the_tempered_kl_plus_the_labelled_cross_entropy() -> None:
+    from sigstream.modes.train.trainer import UNLABELLED, distillation_loss
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
+    soft = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]])
+    targets = torch.tensor([0, UNLABELLED])
+    tau, alpha = 2.0, 0.25
+    student = torch.softmax(logits / tau, -1)
+    kl = (soft * (soft / student).log()).sum(-1).mean() * tau**2  # the definition, row by row
+    ce = -torch.log_softmax(logits[0], -1)[0]  # only the labelled row
+    loss = distillation_loss(torch.nn.CrossEntropyLoss(), tau, alpha)(logits, targets, soft)
+    assert float(loss) == pytest.approx(float(alpha * kl + (1 - alpha) * ce), rel=1e-6)
+
+
+def test_unlabelled_distillation_text_never_includes_a_held_out_or_labelled_text(
+    tiny_csv: Path, tmp_path: Path
+) -> None:
+    from adapters.datasets.loader import load_spec
+    from sigstream.modes.train.trainer import load_training_data, unlabelled_texts
+
+    cfg = tiny_config("lora", tiny_csv, tmp_path, eval_data=[str(tiny_csv)])
+    train_ex, val_ex, _ = load_training_data(cfg)
+    extra = tmp_path / "extra.csv"
+    novel = ["Fortum opened a new plant", "Wartsila shares rose"]
+    rows = [*novel, val_ex[0].text, train_ex[0].text, novel[0]]
+    extra.write_text("text,label\n" + "".join(f"{t},neutral\n" for t in rows))
+    kept = unlabelled_texts(cfg.model_copy(update={"eval_data": [], "unlabelled": [str(extra)]}), train_ex, val_ex)
+    assert kept == novel  # the validation text, the labelled one and the repeat are left out
+    # A held-out spec is excluded too: here the whole tiny set is declared held out.
+    assert unlabelled_texts(cfg.model_copy(update={"unlabelled": [str(tiny_csv)]}), train_ex, val_ex) == []
+    assert load_spec(str(tiny_csv)).texts  # (the exclusion above is not an empty file)
+
+
+def test_distilling_from_a_trained_adapter_over_unlabelled_text_trains_a_student(
+    trained_lora: tuple[Path, object], tiny_csv: Path, tmp_path: Path
+) -> None:
+    teacher, _ = trained_lora
+    extra = tmp_path / "extra.csv"
+    extra.write_text("text,label\nFortum profit rose,neutral\nKone sales fell,neutral\n")
+    cfg = tiny_config("lora", tiny_csv, tmp_path / "student", lr=3e-3, epochs=2, distill_from=str(teacher),
+                      unlabelled=[str(extra)], distill_alpha=0.7)  # fmt: skip
+    result = train(cfg)
+    assert len(result.step_losses) == 2 * 5  # 36 labelled + 2 unlabelled rows: still 5 batches of 8 per epoch
+    assert result.step_losses[-1] < result.step_losses[0]
+    assert json.loads((tmp_path / "student" / "training_config.json").read_text())["config"]["distill_from"]
+
+
+def test_full_fine_tuning_saves_a_model_that_serves_alone(tiny_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "full"
+    result = train(tiny_config("full", tiny_csv, out, max_steps=2, lr=5e-5))
+    assert result.trainable_params == result.total_params
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert (out / "calibration.json").is_file()
+    texts = ["Acme profit rose sharply", "Kone cut to sell"]
+    served = TransformersSentimentModel.optimized(
+        ModelSettings(base=str(out), adapter=None, quantize="none", device="cpu", max_length=32, calibrate=False)
+    )
+    result.model.eval()
+    with torch.inference_mode():
+        batch = result.tokenizer(texts, padding=True, return_tensors="pt")
+        expected = torch.softmax(result.model(**batch).logits, -1).tolist()
+    assert flat(served.predict_proba(texts)) == pytest.approx(flat(expected), abs=1e-5)

@@ -47,14 +47,20 @@ def foreign_message(method: str, field: str, methods: list[str]) -> str:
 
 
 class TrainConfig(BaseModel):
-    """Everything that determines a training run (with the seed, enough to reproduce it)."""
+    """Everything that determines a training run (with the seed, enough to reproduce it).
+
+    The defaults are the recipe of the shipped default adapter (adapters/model/default_adapter), so a bare
+    ``sigstream train --out DIR`` trains what ships; tests/unit/test_training.py holds them to it.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     method: str = Field("lora", description="A key of sigstream.modes.train.methods.METHODS.")
     base: str = Field(default_factory=bundled_base_path, description="Hub id or local path of the base model.")
-    data: list[str] = Field(default_factory=lambda: ["fpb:50:train"], description="Training data specs.")
-    eval_data: list[str] = Field(default_factory=list, description="Held-out specs scored after training.")
+    data: list[str] = Field(default_factory=lambda: ["fpb:50:train", "tfns"], description="Training data specs.")
+    eval_data: list[str] = Field(
+        default_factory=lambda: ["fpb:50:test"], description="Held-out specs scored after training."
+    )
     out: Path = Field(Path("adapter_out"), description="Output directory of the adapter and its reports.")
     epochs: int = Field(3, ge=1, description="Passes over the training split.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (tests, smoke runs).")
@@ -78,9 +84,28 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Linear warmup share of all steps (5-10%).")
     grad_clip: float = Field(1.0, gt=0, description="Max global gradient norm.")
-    class_weights: bool = Field(True, description="Weight the loss by inverse class frequency.")
+    class_weights: bool = Field(False, description="Weight the loss by inverse class frequency.")
     focal_gamma: float | None = Field(None, ge=0, description="Use focal loss with this gamma instead of CE.")
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy.")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="Label smoothing of the cross-entropy.")
+    # distillation (trainer.distill_targets): soft labels of a teacher over the labelled and unlabelled texts
+    distill_from: str | None = Field(
+        None, description="Teacher to distil from: an adapter dir, a full model dir, or the word 'teacher'."
+    )
+    distill_base: str | None = Field(None, description="Base under a teacher adapter; default: the serving default.")
+    distill_temperature: float = Field(2.0, gt=0, description="Softmax temperature of teacher and student in the KL.")
+    distill_alpha: float = Field(
+        0.5, ge=0, le=1, description="Weight of the KL term; 1 - alpha weights the cross-entropy on true labels."
+    )
+    unlabelled: list[str] = Field(
+        default_factory=list,
+        description="Unlabelled in-domain specs for distillation (cryptonews, or labelled specs with labels dropped).",
+    )
+    autocast: Literal["none", "bf16"] = Field(
+        "none", description="bf16 autocast of forward passes (fast on a CPU with AMX/AVX512-BF16, and on CUDA)."
+    )
+    save_steps: int | None = Field(
+        None, ge=1, description="Also checkpoint every N optimizer steps, so an early stop (Ctrl-C) keeps the work."
+    )
     patience: int = Field(2, ge=1, description="Early stopping: evaluations without a lower val loss.")
     evals_per_epoch: int = Field(1, ge=1, description="Validation passes per epoch.")
     resume: bool = Field(False, description="Continue from out/checkpoint when it exists.")

@@ -22,6 +22,7 @@ from typing import Any
 from adapters.datasets import Example, LabelledSet, load_specs, stratified_split
 from adapters.datasets.loader import split_examples
 from adapters.model import client
+from adapters.model.calibration import calibrate, expected_calibration_error, softmax
 from engine.errors import FatalError, InvalidInput
 from engine.events import SENTIMENT_LABELS
 from sigstream.modes.train.config import TrainConfig
@@ -39,6 +40,8 @@ KBIT_FORWARD_FAILED = (
     "(adapters.model.client.KBIT_SKIP_MODULES) or train with --method lora."
 )
 STATE_FILE = "training_state.pt"
+# Held out of every run: never used as unlabelled distillation text, even when a run does not score them.
+FIXED_TEST_SPECS = ("fpb:50:test", "tfns:test")
 
 
 @dataclass
@@ -87,12 +90,15 @@ def build_model(cfg: TrainConfig, device: str) -> tuple[Any, Any, Any]:
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
 
+    from adapters.model.teacher import resolve_base
+
     method = get_method(cfg.method)
     qconfig = client.bnb_config(method.quantize, compute_dtype=torch.bfloat16 if device == "cuda" else torch.float32)
     device_map = {"": device} if qconfig is not None else None
-    tokenizer = client.load_tokenizer(cfg.base)
+    base = resolve_base(cfg.base)  # "mpnet" / "teacher": the cached teacher models (adapters/model/teacher.py)
+    tokenizer = client.load_tokenizer(base)
     model, label_index, _ = client.load_base(
-        cfg.base, dtype=torch.float32, quantization_config=qconfig, device_map=device_map, quiet=True
+        base, dtype=torch.float32, quantization_config=qconfig, device_map=device_map, quiet=True
     )
     if cfg.pooling == "mean":
         from adapters.model.pooling import use_mean_pooling
@@ -102,10 +108,12 @@ def build_model(cfg: TrainConfig, device: str) -> tuple[Any, Any, Any]:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
         if device == "cpu":
             keep_4bit_weights_trainable(model)
-    model = get_peft_model(model, method.peft_config(cfg))
+    peft_config = method.peft_config(cfg)
+    # No peft config is full fine-tuning: every weight trains and the model itself is saved.
+    tuned: Any = model.requires_grad_(True) if peft_config is None else get_peft_model(model, peft_config)
     if device_map is None:
-        model.to(device)
-    return tokenizer, model, label_index
+        tuned.to(device)
+    return tokenizer, tuned, label_index
 
 
 def keep_4bit_weights_trainable(model: Any) -> None:
@@ -174,10 +182,12 @@ def evaluate_model(
     device: str,
     loss_fn: Any = None,
     label_index: tuple[int, int, int] = (0, 1, 2),
+    logits_out: list[list[float]] | None = None,
 ) -> tuple[dict[str, Any], float]:
-    """Metrics and mean loss of ``model`` on ``examples`` (length-sorted batches, inference mode).
+    """Metrics (with ``ece``) and mean loss of ``model`` on ``examples`` (length-sorted batches, inference mode).
 
     ``label_index`` gives the head's column of (bearish, neutral, bullish), as :func:`build_model` returns it.
+    ``logits_out``, when given, receives each example's logits in label order (for calibration).
     """
     import torch
 
@@ -189,18 +199,140 @@ def evaluate_model(
     total_loss = 0.0
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
+    rows: list[list[float]] = [[]] * len(examples)
+    with torch.inference_mode(), autocast(cfg, device):
         for s in range(0, len(order), 64):
             idx = order[s : s + 64]
             batch, y = _batches(tokenizer, encoded, labels, idx, device)
             logits = model(**batch).logits.float()
             if loss_fn is not None:
                 total_loss += float(loss_fn(logits, y)) * len(idx)
-            for i, p in zip(idx, logits.argmax(-1).tolist(), strict=True):
-                preds[i] = to_label[p]
+            for i, row in zip(idx, logits.tolist(), strict=True):
+                preds[i] = to_label[max(range(len(row)), key=row.__getitem__)]
+                rows[i] = [row[c] for c in label_index]  # label order, like serving's probabilities
     model.train(was_training)
     truth = [e.label for e in examples]
-    return classification_metrics(truth, preds), total_loss / max(1, len(examples))
+    metrics = classification_metrics(truth, preds)
+    metrics["ece"] = expected_calibration_error([softmax(r) for r in rows], truth)
+    if logits_out is not None:
+        logits_out.extend(rows)
+    return metrics, total_loss / max(1, len(examples))
+
+
+def autocast(cfg: TrainConfig, device: str) -> Any:
+    """bf16 autocast of the forward pass when ``cfg.autocast`` asks for it (a no-op context otherwise)."""
+    import torch
+
+    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg.autocast == "bf16")
+
+
+UNLABELLED = -1  # the label of a distillation text without one: only the KL term sees it
+
+
+def distillation_loss(ce: Any, temperature: float, alpha: float) -> Any:
+    """``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(labelled rows)`` (Hinton et al., 2015).
+
+    ``T^2`` keeps the soft term's gradients on the scale of the hard term's whatever the temperature; unlabelled
+    rows (label -1) enter only the KL term.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+        kl = F.kl_div(F.log_softmax(logits / temperature, dim=-1), soft, reduction="batchmean") * temperature**2
+        labelled = targets != UNLABELLED
+        hard = ce(logits[labelled], targets[labelled]) if bool(labelled.any()) else logits.new_zeros(())
+        return alpha * kl + (1 - alpha) * hard
+
+    return loss
+
+
+def training_objective(
+    cfg: TrainConfig, train_ex: list[Example], val_ex: list[Example], label_index: tuple[int, int, int], device: str
+) -> tuple[list[str], list[int], Any]:
+    """The texts a run trains on, their head-column labels (-1: unlabelled), and ``loss(logits, labels, indices)``.
+
+    Without a teacher: the labelled texts and the configured loss. With ``distill_from``: plus the unlabelled
+    texts, every text carrying the teacher's soft label, under :func:`distillation_loss`.
+    """
+    import torch
+
+    texts = [e.text for e in train_ex]
+    labels = [label_index[e.label] for e in train_ex]
+    loss_fn = make_loss(cfg, class_weights(labels) if cfg.class_weights else None, device)
+    if cfg.distill_from is None:
+        return texts, labels, lambda logits, y, _idx: loss_fn(logits, y)
+    extra = unlabelled_texts(cfg, train_ex, val_ex)
+    texts += extra
+    labels += [UNLABELLED] * len(extra)
+    targets = distill_targets(cfg, texts)  # label order; the student's head may order its columns otherwise
+    soft = torch.tensor([[t[label_index.index(c)] for c in range(3)] for t in targets], device=device)
+    distill = distillation_loss(loss_fn, cfg.distill_temperature, cfg.distill_alpha)
+    return texts, labels, lambda logits, y, idx: distill(logits, y, soft[idx])
+
+
+def teacher_settings(cfg: TrainConfig) -> Any:
+    """Serving settings of the teacher named by ``cfg.distill_from`` (its raw logits: calibration off)."""
+    from adapters.model import ModelSettings
+
+    teacher = cfg.distill_from
+    assert teacher is not None
+    if teacher == "teacher":
+        return ModelSettings(base="teacher", calibrate=False)
+    path = Path(teacher)
+    if not path.is_dir():
+        raise InvalidInput(f"--distill-from {teacher}: not a directory (an adapter, a full model, or 'teacher')")
+    if (path / "adapter_config.json").is_file():
+        extra = {"base": cfg.distill_base} if cfg.distill_base else {}
+        return ModelSettings(adapter=str(path), calibrate=False, **extra)
+    return ModelSettings(base=str(path), adapter=None, calibrate=False)
+
+
+def distill_targets(cfg: TrainConfig, texts: Sequence[str]) -> list[list[float]]:
+    """The teacher's soft labels ``softmax(log p / T)`` per text, in label order (bearish, neutral, bullish).
+
+    ``log p`` is the logits up to a per-row constant, which softmax ignores; the teacher is scored once, through the
+    serving path, before the student's first step.
+    """
+    from adapters.model import TransformersSentimentModel
+
+    teacher = TransformersSentimentModel.optimized(teacher_settings(cfg))
+    started = time.perf_counter()
+    probs = teacher.predict_proba(list(texts))
+    log.info("teacher %s: %d texts in %.0f s", teacher.description, len(texts), time.perf_counter() - started)
+    return [softmax([math.log(max(p, 1e-45)) for p in row], cfg.distill_temperature) for row in probs]
+
+
+def unlabelled_texts(cfg: TrainConfig, train_ex: Sequence[Example], val_ex: Sequence[Example]) -> list[str]:
+    """The unlabelled specs' texts, less every held-out text and every text already labelled for training.
+
+    Held out: this run's validation split, its ``eval_data`` specs, and the fixed test splits (``fpb:50:test``,
+    ``tfns:test``) whenever they can be read; FPB sentences are compared across agreement levels.
+    """
+    from adapters.datasets.loader import _cross_level_key, load_unlabelled
+
+    held_out = {_cross_level_key(e.text) for e in val_ex}
+    for spec in dict.fromkeys([*cfg.eval_data, *FIXED_TEST_SPECS]):
+        try:
+            held_out.update(_cross_level_key(t) for t in load_specs([spec]).texts)
+        except InvalidInput as exc:
+            if spec in cfg.eval_data:
+                raise
+            log.info("unlabelled: cannot read %s to exclude it (%s)", spec, exc.reason)
+    seen = {_cross_level_key(e.text) for e in train_ex}
+    kept: list[str] = []
+    dropped = 0
+    for spec in cfg.unlabelled:
+        for text in load_unlabelled(spec):
+            key = _cross_level_key(text)
+            if key in held_out or key in seen:
+                dropped += 1
+                continue
+            seen.add(key)
+            kept.append(text)
+    log.info("unlabelled: %d texts from %s (%d held out, labelled or repeated, left out)", len(kept),
+             ", ".join(cfg.unlabelled) or "nothing", dropped)  # fmt: skip
+    return kept
 
 
 def epoch_order(encoded: Sequence[Sequence[int]], batch_size: int, rng: random.Random) -> list[int]:
@@ -275,10 +407,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     trainable, total = count_params(model)
     log.info("%s: %d trainable of %d parameters", cfg.method, trainable, total)
 
-    encoded = tokenizer([e.text for e in train_ex], truncation=True, max_length=cfg.max_length)["input_ids"]
-    labels = [label_index[e.label] for e in train_ex]
-    weights = class_weights(labels) if cfg.class_weights else None
-    loss_fn = make_loss(cfg, weights, device)
+    texts, labels, loss_of = training_objective(cfg, train_ex, val_ex, label_index, device)
+    encoded = tokenizer(texts, truncation=True, max_length=cfg.max_length)["input_ids"]
     # Validation loss is unweighted so early stopping tracks plain likelihood on the real class mix.
     val_loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -306,6 +436,21 @@ def train(cfg: TrainConfig) -> TrainResult:
         torch.set_rng_state(state["torch_rng"])
         log.info("resumed from %s at step %d", ckpt, step)
 
+    def checkpoint_state() -> dict[str, Any]:
+        return {
+            "adapter": trainable_state(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "best_loss": best_loss,
+            "bad_evals": bad_evals,
+            "history": history,
+            "step_losses": step_losses,
+            "best_adapter": best_state,
+            "elapsed": elapsed_before + time.perf_counter() - started,
+            "torch_rng": torch.get_rng_state(),
+        }
+
     started = time.perf_counter()
     stopped_early = False
     model.train()
@@ -317,11 +462,12 @@ def train(cfg: TrainConfig) -> TrainResult:
         for b in range(step % steps_per_epoch, steps_per_epoch):
             if step >= total_steps:
                 break
-            batch, y = _batches(
-                tokenizer, encoded, labels, order[b * cfg.batch_size : (b + 1) * cfg.batch_size], device
-            )
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            batch, y = _batches(tokenizer, encoded, labels, idx, device)
             try:
-                loss = loss_fn(model(**batch).logits.float(), y)
+                with autocast(cfg, device):
+                    logits = model(**batch).logits.float()
+                loss = loss_of(logits, y, idx)
             except AssertionError as exc:
                 if method.quantize == "none":
                     raise
@@ -335,6 +481,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             step_losses.append(float(loss.detach()))
             bar.update(1)
             bar.set_postfix(loss=f"{step_losses[-1]:.4f}")
+            if cfg.save_steps and step % cfg.save_steps == 0 and step % eval_every and step != total_steps:
+                _save_checkpoint(ckpt, checkpoint_state())  # between evaluations, so a Ctrl-C keeps the work
             if step % eval_every == 0 or step == total_steps:
                 metrics, val_loss = evaluate_model(model, tokenizer, val_ex, cfg, device, val_loss_fn, label_index)
                 recent = step_losses[-eval_every:]
@@ -355,22 +503,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 else:
                     bad_evals += 1
                     stopped_early = bad_evals >= cfg.patience
-                _save_checkpoint(
-                    ckpt,
-                    {
-                        "adapter": trainable_state(model),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "step": step,
-                        "best_loss": best_loss,
-                        "bad_evals": bad_evals,
-                        "history": history,
-                        "step_losses": step_losses,
-                        "best_adapter": best_state,
-                        "elapsed": elapsed_before + time.perf_counter() - started,
-                        "torch_rng": torch.get_rng_state(),
-                    },
-                )
+                _save_checkpoint(ckpt, checkpoint_state())
                 if stopped_early:
                     log.info("early stop at step %d: val loss did not improve for %d evaluations", step, bad_evals)
                     break
@@ -379,14 +512,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     if best_state is not None:
         load_trainable(model, best_state)
-    model.save_pretrained(out)
-    val_metrics, _ = evaluate_model(model, tokenizer, val_ex, cfg, device, label_index=label_index)
-    eval_metrics: dict[str, dict[str, Any]] = {}
-    for spec in cfg.eval_data:
-        held_out = load_specs([spec])
-        metrics, _ = evaluate_model(model, tokenizer, held_out.examples, cfg, device, label_index=label_index)
-        eval_metrics[spec] = metrics
-        log.info("%s: weighted F1 %.4f, accuracy %.4f", spec, metrics["weighted_f1"], metrics["accuracy"])
+    save_model(model, tokenizer, cfg)
+    val_metrics, eval_metrics = _score_and_calibrate(model, tokenizer, val_ex, cfg, device, label_index)
     result = TrainResult(
         out,
         history,
@@ -405,6 +532,38 @@ def train(cfg: TrainConfig) -> TrainResult:
     if not cfg.keep_checkpoint:
         shutil.rmtree(ckpt, ignore_errors=True)
     return result
+
+
+def save_model(model: Any, tokenizer: Any, cfg: TrainConfig) -> None:
+    """The adapter (peft methods) or the whole model with its tokenizer (``full``, served from its own directory)."""
+    model.save_pretrained(cfg.out)
+    if get_method(cfg.method).peft_config(cfg) is None:
+        tokenizer.save_pretrained(cfg.out)
+
+
+def _score_and_calibrate(
+    model: Any, tokenizer: Any, val_ex: list[Example], cfg: TrainConfig, device: str, label_index: tuple[int, int, int]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Validation metrics, calibration.json fitted on the validation split (which training never took a gradient
+    on; adapters/model/calibration.py), and each held-out spec's metrics with its ECE after calibration."""
+    val_logits: list[list[float]] = []
+    val_metrics, _ = evaluate_model(model, tokenizer, val_ex, cfg, device, label_index=label_index,
+                                    logits_out=val_logits)  # fmt: skip
+    cal = calibrate(val_logits, [e.label for e in val_ex], [f"validation split of {'+'.join(cfg.data)}"])
+    cal.save(cfg.out)
+    log.info("temperature %.4f: validation ECE %.4f -> %.4f", cal.temperature, cal.ece_before, cal.ece_after)
+    eval_metrics: dict[str, dict[str, Any]] = {}
+    for spec in cfg.eval_data:
+        held_out = load_specs([spec])
+        rows: list[list[float]] = []
+        metrics, _ = evaluate_model(model, tokenizer, held_out.examples, cfg, device, label_index=label_index,
+                                    logits_out=rows)  # fmt: skip
+        metrics["ece_calibrated"] = expected_calibration_error(
+            [softmax(r, cal.temperature) for r in rows], held_out.labels
+        )
+        eval_metrics[spec] = metrics
+        log.info("%s: weighted F1 %.4f, accuracy %.4f", spec, metrics["weighted_f1"], metrics["accuracy"])
+    return val_metrics, eval_metrics
 
 
 def trainable_state(model: Any) -> dict[str, Any]:
