@@ -48,6 +48,9 @@ def run(
         "with Bybit's own websocket: with another --bybit-url there is no REST call unless this is given]."
     ),
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics on this port."),
+    dashboard_port: int | None = typer.Option(
+        None, "--dashboard-port", help="Serve the live dashboard page on this port (its URL goes to stderr)."
+    ),
     record: Path | None = typer.Option(
         None, "--record", help="Write every raw Bybit frame and news item received, with its receive time, to this "
         "recording (.jsonl or .jsonl.gz); `sigstream replay` of it prints the same signals.",
@@ -72,11 +75,15 @@ def run(
     if kafka and (redis or signals_out or dead_letters_out or metrics_port or record):
         raise InvalidInput("--kafka only publishes raw ticks and news (the workers compute signals): "
                            "--redis, --signals-out, --dead-letters-out, --metrics-port and --record do not apply")
+    if kafka and dashboard_port:
+        raise InvalidInput("--dashboard-port shows the in-process engine; with --kafka the workers compute the "
+                           "signals: watch them with `sigstream dashboard --kafka ...`")
     if record is not None and not record.name.endswith((".jsonl", ".jsonl.gz")):
         raise InvalidInput(f"--record {record}: a recording is named .jsonl or .jsonl.gz")
     settings = run_settings(
         load_settings(), chosen, symbols=symbols, interval=interval, feeds=feeds, bybit_url=bybit_url,
         backfill=backfill, rest_url=rest_url, metrics_port=metrics_port, kafka=kafka, redis=redis,
+        dashboard_port=dashboard_port,
     )
     if kafka:
         from sigstream.modes.run import run_to_kafka
@@ -109,6 +116,7 @@ def run_settings(
     settings: Settings, chosen: list[str], *, symbols: str | None = None, interval: Interval | None = None,
     feeds: list[str] | None = None, bybit_url: str | None = None, backfill: int | None = None,
     rest_url: str | None = None, metrics_port: int | None = None, kafka: str | None = None, redis: str | None = None,
+    dashboard_port: int | None = None,
 ) -> Settings:
     """``settings`` (from the environment) with ``run``'s flags applied; flags win, None keeps the setting.
 
@@ -124,6 +132,7 @@ def run_settings(
         flag("--backfill", None if backfill is None else max(backfill, 1), "ccxt.limit"),
         flag("--rest-url", rest_url, "ccxt.rest_url"),
         flag("--metrics-port", metrics_port, "metrics.port"),
+        flag("--dashboard-port", dashboard_port, "dashboard.port"),
         flag("--kafka", kafka, "kafka.bootstrap"),
         flag("--redis", redis, "redis.url"),
     )

@@ -12,10 +12,12 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from adapters.web.server import DashboardServer
+from adapters.web.sink import DashboardSink
 from adapters.web.state import DashboardState
 from engine.errors import FatalError, InvalidInput
 from engine.events import Features, NewsItem, SentimentScore
@@ -26,21 +28,49 @@ _TOPIC_WAIT_S = 2.0
 
 
 async def start_page(settings: Settings) -> tuple[DashboardState, DashboardServer]:
-    """The page's state and its server, started; the URL is printed as stdout's first line."""
+    """The page's state and its server, started."""
     state = DashboardState(settings.dashboard)
     try:
         server = await DashboardServer(settings.dashboard, state).start()
     except OSError as exc:  # the port is taken, or no such interface
         raise InvalidInput(f"dashboard cannot listen on {settings.dashboard.host}:{settings.dashboard.port}: "
                            f"{exc.strerror or exc}") from None
-    print(server.url, flush=True)
     log.info("dashboard on %s", server.url)
     return state, server
+
+
+@dataclass
+class RunPage:
+    """The page for ``sigstream run --dashboard-port``: ``sink`` goes to the runtime as its signal, feature and
+    sentiment sink, and :meth:`tap` lets the news items through on their way to it (for the headlines)."""
+
+    sink: DashboardSink
+    server: DashboardServer
+
+    async def tap(self, arrivals: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
+        try:
+            async for arrival in arrivals:
+                if isinstance(arrival, NewsItem):
+                    self.sink.state.on_news(arrival)
+                yield arrival
+        finally:
+            await arrivals.aclose()  # the sources' own generator: its cleanup closes them
+
+    async def close(self) -> None:
+        await self.server.close()
+
+
+async def page_for_run(settings: Settings) -> RunPage:
+    """Start the page on ``settings.dashboard``; its URL goes to stderr (stdout carries run's signals)."""
+    state, server = await start_page(settings)
+    print(f"dashboard on {server.url}", file=sys.stderr, flush=True)
+    return RunPage(DashboardSink(state), server)
 
 
 async def serve_from_kafka(settings: Settings, duration: float | None = None) -> None:
     """Serve the page until SIGINT/SIGTERM (or ``duration`` seconds) from the Kafka topics."""
     state, server = await start_page(settings)
+    print(server.url, flush=True)  # stdout's first line is the URL, as testserver's
     stop = _stop_event(duration)
     reader = asyncio.create_task(_feed(settings, state))
     try:

@@ -289,12 +289,16 @@ async def run_embedded(
     jsonl = JsonlSignalSink(signals_out) if signals_out else None
     if jsonl is not None:
         signal_sinks.append(jsonl)
+    page = await _dashboard_page(settings) if settings.dashboard.port else None  # --dashboard-port
+    if page is not None:
+        signal_sinks.append(page.sink)
     warmed = await _backfill(settings, engine, dead) if backfill and "bybit" in chosen else []
     healer, rest = _gap_healer(settings, chosen, dead)
     if healer is not None:
         healer.seed(warmed)
     ticks, news = _sources(settings, chosen, dead, clock)
-    sinks = RuntimeSinks(dead, signals=signal_sinks, store=store)
+    sinks = RuntimeSinks(dead, signals=signal_sinks, store=store, features=[page.sink] if page else [],
+                         sentiment=[page.sink] if page else [])
     runtime = Runtime(engine, batcher, sinks)
     groups: dict[str, Any] = {"engine": lambda: engine.stats, "batcher": lambda: batcher.stats,
                               "service": lambda: runtime.stats}
@@ -308,6 +312,8 @@ async def run_embedded(
     failures: list[str] = []
     try:
         arrivals = merged_arrivals(asyncio.Queue(settings.bybit.queue_size), ticks, news, stop, failures)
+        if page is not None:
+            arrivals = page.tap(arrivals)
         await run_live(runtime, arrivals, max_wait_ms=settings.engine.batcher.max_wait_ms, recorder=recorder,
                        healer=healer)
     finally:
@@ -316,6 +322,8 @@ async def run_embedded(
         if recorder is not None:
             recorder.close()
         await sinks.close()
+        if page is not None:
+            await page.close()
     stats = runtime.stats
     # Sources dead-letter bad frames themselves: the sink's count is the run's count.
     healed = ""
@@ -330,6 +338,12 @@ async def run_embedded(
         # Everything pending was flushed above; the exit status still says a source gave up.
         raise FatalError(f"source(s) failed: {'; '.join(failures)}")
     return stop.signum
+
+
+async def _dashboard_page(settings: Settings) -> Any:
+    from sigstream.modes.dashboard import page_for_run
+
+    return await page_for_run(settings)
 
 
 async def _backfill(settings: Settings, engine: SignalEngine, dead: Any) -> list[Bar]:

@@ -170,3 +170,65 @@ async def test_dashboard_command_shows_a_signal_just_published_to_kafka(chromium
                 await proc.wait()
     await stderr
     assert proc.returncode == 0, log()
+
+
+async def test_run_page_shows_the_runtimes_signals_and_scored_headlines(chromium: str) -> None:
+    # What `sigstream run --dashboard-port` wires: the page's sink on the runtime, the arrivals tapped for headlines.
+    from engine.batcher import MicroBatcher
+    from engine.runtime import Runtime, RuntimeSinks
+    from sigstream.modes.dashboard import page_for_run
+    from sigstream.settings import Settings
+    from tests.support.lexicon_model import LexiconSentimentModel
+
+    settings = Settings().model_copy(update={"dashboard": DashboardSettings(port=0)})
+    page_board = await page_for_run(settings)
+    signals = []
+
+    class Collect:
+        count = 0
+
+        def __init__(self, into: list) -> None:
+            self.into = into
+
+        async def publish(self, item) -> None:
+            self.into.append(item)
+            self.count += 1
+
+        async def flush(self) -> None:
+            return None
+
+        async def close(self) -> None:
+            return None
+
+    dead: list = []
+
+    sink = page_board.sink
+    runtime = Runtime(SignalEngine(EngineSettings(interval=Interval.M1)), MicroBatcher(LexiconSentimentModel()),
+                      RuntimeSinks(Collect(dead), signals=[sink, Collect(signals)], features=[sink], sentiment=[sink]))
+    series = bars("SOLUSDT", 12)
+    headline = "Solana rallies as volume climbs"
+
+    async def arrivals():
+        for bar in series[:6]:
+            yield bar
+        yield NewsItem("sol-1", "test", headline, "", ("SOLUSDT",), (), "", series[5].ts_init + 1,
+                       series[5].ts_init + 1)
+        for bar in series[6:]:
+            yield bar
+
+    try:
+        async with page_at(chromium, page_board.server.url) as (page, errors):
+            await page.wait_for_selector('#status[data-status="live"]')
+            async for item in page_board.tap(arrivals()):
+                await runtime.feed(item)
+            await runtime.finish()
+            news = page.locator('#news li[data-news-id="sol-1"]')
+            await news.wait_for()
+            assert headline in await news.inner_text() and "bullish" in await news.inner_text()
+            news_signal = next(s for s in signals if s.cause == "news:sol-1")
+            await page.wait_for_selector(f'svg [data-signal-id="{news_signal.id}"]', state="attached")
+            await page.wait_for_selector(f'svg [data-signal-id="{signals[-1].id}"]', state="attached")
+            await page.wait_for_timeout(300)
+            assert errors == [] and dead == []
+    finally:
+        await page_board.close()
