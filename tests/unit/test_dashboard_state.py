@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
+import sys
 
+import pytest
 from aiohttp import ClientSession
 
 from adapters.web.config import DashboardSettings
 from adapters.web.server import DashboardServer
 from adapters.web.state import DashboardState
 from engine.events import Features, Interval, NewsItem, SentimentScore
+from tests.support.data import REPO_ROOT
 
 
 def features(symbol: str, start: int, close: float) -> Features:
@@ -96,3 +102,25 @@ async def test_a_page_that_falls_behind_is_disconnected_to_start_again() -> None
             assert body.count(b"event: signal") <= 10
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["dashboard", "--port", "70000"], "--port"),
+        (["dashboard", "--port", "{busy}"], "dashboard cannot listen on 127.0.0.1:{busy}"),
+        (["run", "--kafka", "127.0.0.1:1", "--dashboard-port", "8080"], "--dashboard-port shows the in-process"),
+    ],
+)
+def test_dashboard_flag_errors_are_one_line_with_exit_status_2(args: list[str], expected: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        proc = subprocess.run(
+            [sys.executable, "-m", "sigstream.cli", *[a.format(busy=port) for a in args]], cwd=REPO_ROOT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120, check=False,
+        )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert expected.format(busy=port) in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
