@@ -28,7 +28,7 @@ from sigstream.settings import use_config_file
 
 # Commands are registered from their own modules so each stays small and owned in one place.
 COMMAND_MODULES = ("replay", "record", "bench", "train", "evaluate", "run", "worker", "backtest", "testserver",
-                   "config", "dashboard")
+                   "config", "direction", "dashboard")
 
 app = typer.Typer(
     name="sigstream",
@@ -110,12 +110,13 @@ EXAMPLES: dict[str, str] = {
     "replay": "sigstream replay BTCUSDT_5m.csv --news news.csv --signals-out signals.jsonl",
     "record convert": "sigstream record convert BTCUSDT_5m.csv btc.jsonl.gz",
     "record demo": "sigstream record demo demo.jsonl.gz --minutes 600",
-    "run": "sigstream run --sources bybit,rss --symbols BTCUSDT,ETHUSDT --feed https://example.com/rss",
+    "run": "sigstream run --sources bybit,rss --symbols BTCUSDT,ETHUSDT \\\n    --feed https://example.com/rss",
     "worker": "sigstream worker --kafka 127.0.0.1:9092 --redis redis://127.0.0.1:6379/0",
     "bench": "sigstream bench --texts 968 --json",
     "train": "sigstream train --method lora --data fpb:50:train --out runs/lora",
     "eval": "sigstream eval --data fpb:50:test --json",
-    "backtest": "sigstream backtest --prices BTCUSDT_1d.csv --news cryptonews.csv --symbol BTCUSDT --report out/bt",
+    "backtest": "sigstream backtest --prices BTCUSDT_1d.csv --news cryptonews.csv \\\n"
+                "    --symbol BTCUSDT --report out/bt",
     "testserver bybit": "sigstream testserver bybit --port 8765 --klines BTCUSDT_1m.csv --symbol BTCUSDT "
                         "--interval 1m",
     "testserver rss": "sigstream testserver rss --port 8766 --news cryptonews.csv",
@@ -139,7 +140,7 @@ def build_command() -> Command:
             command.params.append(config)
         example = EXAMPLES.get(path)
         if example and "Example:" not in (command.help or ""):
-            command.epilog = f"Example:\n\n\b\n  {example}"
+            command.epilog = "Example:\n\n\b\n" + "\n".join(f"  {line}" for line in example.splitlines())
         for name, sub in getattr(command, "commands", {}).items():
             visit(sub, f"{path} {name}".strip())
 

@@ -36,7 +36,7 @@ def convert(
     bad = 0
     try:
         with RecordingWriter(out, staged=True) as writer:
-            for item in tqdm(source.items(), desc="convert", unit=" bars"):
+            for item in tqdm(source.items(), desc="convert", unit=" bars", disable=None):  # None: off unless a tty
                 if isinstance(item, Bar):
                     writer.write_frame(kline_frame(item, source.symbol, source.interval), item.ts_event)
                 else:

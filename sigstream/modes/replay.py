@@ -82,7 +82,8 @@ async def run_replay(
     feature_sinks = [JsonlFeatureSink(outputs.features, staged=True)] if outputs.features else []
     signal_sinks = [JsonlSignalSink(outputs.signals, staged=True)] if outputs.signals else []
     sinks = RuntimeSinks(dead, feature_sinks, signal_sinks)
-    bar = tqdm(desc="replay", unit=" events", disable=not progress, mininterval=0.5)
+    # disable=None: no bar when stderr is not a terminal, so a log or a failure's one line stays clean.
+    bar = tqdm(desc="replay", unit=" events", disable=None if progress else True, mininterval=0.5)
     committed = False
     try:
         runtime = Runtime(engine, batcher, sinks, on_progress=bar.update)
