@@ -12,6 +12,7 @@ import typer
 from adapters.bybit.config import BybitSettings
 from engine.errors import InvalidInput
 from engine.events import Interval
+from sigstream.modes.sentiment import with_model_flag
 from sigstream.settings import Settings, flag, load_settings, with_overrides
 
 KNOWN_SOURCES = ("bybit", "rss")
@@ -51,6 +52,10 @@ def run(
     dashboard_port: int | None = typer.Option(
         None, "--dashboard-port", help="Serve the live dashboard page on this port (its URL goes to stderr)."
     ),
+    model: str | None = typer.Option(
+        None, "--model", help="Sentiment model: an adapter folder or full model (path or hub id), or module:callable "
+        "[default: the configured model and adapter].",
+    ),
     record: Path | None = typer.Option(
         None, "--record", help="Write every raw Bybit frame and news item received, with its receive time, to this "
         "recording (.jsonl or .jsonl.gz); `sigstream replay` of it prints the same signals.",
@@ -72,9 +77,9 @@ def run(
         raise InvalidInput(f"unknown source(s) {unknown or chosen}; choose from {', '.join(KNOWN_SOURCES)}")
     if feeds and "rss" not in chosen:
         raise InvalidInput("--feed is only used with --sources rss")
-    if kafka and (redis or signals_out or dead_letters_out or metrics_port or record):
-        raise InvalidInput("--kafka only publishes raw ticks and news (the workers compute signals): "
-                           "--redis, --signals-out, --dead-letters-out, --metrics-port and --record do not apply")
+    if kafka and (redis or signals_out or dead_letters_out or metrics_port or record or model):
+        raise InvalidInput("--kafka only publishes raw ticks and news (the workers compute signals): --redis, "
+                           "--signals-out, --dead-letters-out, --metrics-port, --record and --model do not apply")
     if kafka and dashboard_port:
         raise InvalidInput("--dashboard-port shows the in-process engine; with --kafka the workers compute the "
                            "signals: watch them with `sigstream dashboard --kafka ...`")
@@ -94,10 +99,11 @@ def run(
     if "bybit" in chosen and not _rest_allowed(settings):
         typer.echo(f"note: --bybit-url {settings.bybit.ws_url} is not Bybit's and no --rest-url was given: no REST "
                    "backfill and no gap healing", err=True)
+    settings, spec = with_model_flag(settings, model)
     from sigstream.modes.run import run_embedded
 
     _exit_on_ctrl_c(asyncio.run(run_embedded(settings, chosen, signals_out, dead_letters_out, duration, backfilling,
-                                             record)))
+                                             record, model_spec=spec)))
 
 
 def _exit_on_ctrl_c(signum: int | None) -> None:

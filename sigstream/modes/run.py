@@ -41,6 +41,7 @@ from engine.events import Bar, Interval, NewsItem, Received
 from engine.pipeline import SignalEngine
 from engine.ports import BarBackfill, FeatureStore, NewsSource, Recorder, TickSource
 from engine.runtime import Runtime, RuntimeSinks
+from sigstream.modes.sentiment import DEFAULT_MODEL, load_model
 from sigstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -268,15 +269,15 @@ async def run_live(
 async def run_embedded(
     settings: Settings, chosen: list[str], signals_out: Path | None,
     dead_letters_out: Path | None, duration: float | None, backfill: bool, record: Path | None,
+    model_spec: str = DEFAULT_MODEL,
 ) -> int | None:
     """The in-process live service; returns the signal that stopped it (after flushing), None at --duration's end."""
-    from adapters.model import load_sentiment_model
 
     clock = WallClock()
     bus = InProcessBus()
     dead = DeadLetterFile(dead_letters_out)
     engine = SignalEngine(settings.engine, symbols=frozenset(settings.bybit.symbols))
-    batcher = MicroBatcher(load_sentiment_model(settings.model), settings.engine.batcher)
+    batcher = MicroBatcher(load_model(model_spec, settings.model), settings.engine.batcher)
     store: FeatureStore = InMemoryFeatureStore()
     if settings.redis.url is not None:  # --redis or SIGSTREAM_REDIS__URL
         from adapters.redis.store import RedisFeatureStore, ResilientFeatureStore
