@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 from adapters.redis.config import RedisSettings
 from engine.errors import InvalidInput, MissingDependency, TransientError
@@ -44,10 +45,14 @@ def connect(settings: RedisSettings) -> aioredis.Redis:
         "socket_connect_timeout": settings.socket_timeout_s,
         "health_check_interval": 30,
     }
+    url = settings.url
     if settings.password is not None:
         options["password"] = settings.password.get_secret_value()
         if settings.username:
             options["username"] = settings.username
+        url = _without_credentials(url)  # redis-py lets the URL's credentials win over keywords; ours win
+    elif settings.username and not urlsplit(url).username:
+        options["username"] = settings.username  # the URL holds the password only
     if settings.uses_tls():
         # Only for rediss://: redis-py's plain connection rejects the ssl_* keywords.
         options |= {
@@ -58,9 +63,16 @@ def connect(settings: RedisSettings) -> aioredis.Redis:
             "ssl_check_hostname": settings.ssl_check_hostname,
         }
     try:
-        return aioredis.Redis.from_url(settings.url, **options)  # type: ignore[arg-type]  # from_url takes **kwargs of mixed types
+        return aioredis.Redis.from_url(url, **options)  # type: ignore[arg-type]  # from_url takes **kwargs of mixed types
     except ValueError as exc:  # a malformed URL; its text may hold the URL, password included
         raise InvalidInput(f"{_ENV}URL / --redis: {redact_url(str(exc))} (got {redact_url(settings.url)})") from None
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _misconfigured(exc: BaseException) -> str | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, field_validator
+
+from engine.redaction import redact_url
 
 
 class RedisSettings(BaseModel):
@@ -50,6 +52,11 @@ class RedisSettings(BaseModel):
         # SIGSTREAM_REDIS__URL= (empty) is no URL, as if unset.
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_serializer("url", when_used="json")
+    def _masked_url(self, url: str | None) -> str | None:
+        # JSON is what gets shown (`sigstream config show`); the Python dump that flags are applied to keeps it.
+        return None if url is None else redact_url(url)
+
     @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
     @classmethod
     def _absolute_file(cls, path: Path | None) -> Path | None:
@@ -70,8 +77,8 @@ class RedisSettings(BaseModel):
             return f"{', '.join(given)} set but the Redis URL is not rediss:// (TLS)"
         if self.ssl_keyfile and not self.ssl_certfile:
             return f"{env}SSL_KEYFILE is set without {env}SSL_CERTFILE"
-        if self.username and not self.password:
-            return f"{env}USERNAME is set without {env}PASSWORD"
+        if self.username and not self.password and not (self.url and urlsplit(self.url).password):
+            return f"{env}USERNAME is set without {env}PASSWORD (nor a password in the URL)"
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():

@@ -166,3 +166,91 @@ async def kafka_consumer(kafka_bootstrap: str) -> AsyncIterator[Callable[..., Aw
     yield make
     for consumer in started:
         await consumer.stop()
+
+
+# -- secured clusters (issue 15): SASL_SSL / mTLS Kafka and a Redis with AUTH, ACL user and TLS ------------------
+def _values(output: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+
+
+@dataclass
+class SecuredKafkaService:
+    """A broker from ``SIGSTREAM_KAFKA_SECURE=1 deploy/kafka/kafka.sh``: PLAINTEXT, SASL_SSL (SCRAM-SHA-512) and
+    SSL with a required client certificate (mTLS), one CA."""
+
+    plaintext: str
+    sasl_ssl: str
+    mtls: str
+    ca_file: Path
+    client_cert: Path
+    client_key: Path
+    username: str
+    password: str
+    env: dict[str, str]
+
+    def sasl_env(self, password: str | None = None, ca_file: Path | None = None) -> dict[str, str]:
+        """``SIGSTREAM_KAFKA__...`` for SCRAM over TLS, as a user sets them (a wrong password or CA on request)."""
+        return {
+            "SIGSTREAM_KAFKA__BOOTSTRAP": self.sasl_ssl,
+            "SIGSTREAM_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+            "SIGSTREAM_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+            "SIGSTREAM_KAFKA__SASL_USERNAME": self.username,
+            "SIGSTREAM_KAFKA__SASL_PASSWORD": self.password if password is None else password,
+            "SIGSTREAM_KAFKA__SSL_CAFILE": str(ca_file or self.ca_file),
+        }
+
+    def sasl_settings(self, **overrides: object) -> dict[str, object]:
+        """The same as :class:`KafkaSettings` keyword arguments."""
+        from pydantic import SecretStr
+
+        return {"bootstrap": self.sasl_ssl, "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_username": self.username, "sasl_password": SecretStr(self.password),
+                "ssl_cafile": self.ca_file} | overrides
+
+
+@pytest.fixture(scope="session")
+def secured_kafka_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredKafkaService]:
+    run = tmp_path_factory.mktemp("kafka-secured")
+    env = dict(os.environ, SIGSTREAM_KAFKA_DIR=str(run), SIGSTREAM_KAFKA_SECURE="1")
+    env.pop("SIGSTREAM_KAFKA_SASL_PASSWORD", None)  # the script makes a random one
+    out = _values(_run_script(KAFKA_SH, "start", env, timeout=600))
+    try:
+        yield SecuredKafkaService(
+            plaintext=out["KAFKA_BOOTSTRAP"], sasl_ssl=out["KAFKA_SASL_SSL_BOOTSTRAP"], mtls=out["KAFKA_SSL_BOOTSTRAP"],
+            ca_file=Path(out["KAFKA_CA_FILE"]), client_cert=Path(out["KAFKA_CLIENT_CERT"]),
+            client_key=Path(out["KAFKA_CLIENT_KEY"]), username=out["KAFKA_SASL_USERNAME"],
+            password=Path(out["KAFKA_SASL_PASSWORD_FILE"]).read_text().strip(), env=env,
+        )
+    finally:
+        _run_script(KAFKA_SH, "stop", env, timeout=120)
+
+
+@dataclass
+class SecuredRedisService:
+    """A redis-server from ``SIGSTREAM_REDIS_SECURE=1 deploy/redis/redis.sh``: requirepass on the plain port, an
+    ACL user, and a TLS port."""
+
+    url: str
+    tls_url: str
+    ca_file: Path
+    username: str
+    password: str  # the ACL user's
+    default_password: str  # requirepass
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def secured_redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredRedisService]:
+    run = tmp_path_factory.mktemp("redis-secured")
+    env = dict(os.environ, SIGSTREAM_REDIS_DIR=str(run), SIGSTREAM_REDIS_SECURE="1")
+    for name in ("SIGSTREAM_REDIS_PASSWORD", "SIGSTREAM_REDIS_DEFAULT_PASSWORD"):
+        env.pop(name, None)
+    out = _values(_run_script(REDIS_SH, "start", env, timeout=600))
+    try:
+        yield SecuredRedisService(
+            url=out["REDIS_URL"], tls_url=out["REDIS_TLS_URL"], ca_file=Path(out["REDIS_CA_FILE"]),
+            username=out["REDIS_USERNAME"], password=Path(out["REDIS_PASSWORD_FILE"]).read_text().strip(),
+            default_password=Path(out["REDIS_DEFAULT_PASSWORD_FILE"]).read_text().strip(), env=env,
+        )
+    finally:
+        _run_script(REDIS_SH, "stop", env, timeout=60)
