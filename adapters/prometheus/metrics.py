@@ -92,6 +92,7 @@ class WorkerMetrics:
             ["topic"], buckets=WAIT_BUCKETS, registry=registry,
         )
         self._lagged: set[tuple[str, str]] = set()
+        self._waits: dict[str, Histogram] = {}
 
     # -- hooks the worker calls ---------------------------------------------------------------------
     def dead_letter(self, record: DeadLetter) -> None:
@@ -106,8 +107,11 @@ class WorkerMetrics:
         self.dead_letters.labels(reason=label).inc()
 
     def ordering_wait_observed(self, topic: str, seconds: float) -> None:
-        """A held record was fed after waiting ``seconds``."""
-        self.ordering_wait.labels(topic=topic).observe(seconds)
+        """A held record was fed after waiting ``seconds`` (per held record: the labelled child is looked up once)."""
+        child = self._waits.get(topic)
+        if child is None:
+            child = self._waits[topic] = self.ordering_wait.labels(topic=topic)
+        child.observe(seconds)
 
     def set_lags(self, lags: Mapping[tuple[str, int], int]) -> None:
         """The lag of every partition the worker owns now; partitions it no longer owns are dropped."""
