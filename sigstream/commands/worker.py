@@ -58,7 +58,8 @@ def register(app: typer.Typer) -> None:
         create_topics: bool = typer.Option(True, help="Create missing topics before starting."),
         loglevel: str = typer.Option("info", "--loglevel", help="faust log level: crit|error|warn|info|debug."),
         metrics_port: int | None = typer.Option(
-            None, "--metrics-port", help="Serve Prometheus /metrics on this port [default: SIGSTREAM_METRICS__PORT]."
+            None, "--metrics-port", help="Serve Prometheus /metrics and the probes /healthz, /readyz on this port "
+            "[default: SIGSTREAM_METRICS__PORT]."
         ),
     ) -> None:
         """Run the faust worker: market.raw + news.raw -> signals.composite (and market.bars, sentiment.scores)."""
