@@ -217,10 +217,12 @@ def _observe(app: Any, settings: Settings, processor: Any, metrics: Any, server:
         if server is not None:
             server.beat()
         try:
-            state["lags"] = await read_lags(app, settings.kafka, processor)
-        except Exception as exc:  # the broker is away: lag is not known now, the worker goes on
+            # Bounded: with the broker away, offset requests wait for their own long timeouts, and the liveness
+            # beat above must keep coming (the worker rides out an outage; a restart would not help).
+            state["lags"] = await asyncio.wait_for(read_lags(app, settings.kafka, processor), max(interval, 5.0))
+        except Exception as exc:  # the broker is away or slow: lag is not known now, the worker goes on
             if not state["failing"]:
-                log.warning("consumer lag not read: %s", exc)
+                log.warning("consumer lag not read (%s): %s", type(exc).__name__, exc)
             state["failing"] = True
         else:
             state["failing"] = False
