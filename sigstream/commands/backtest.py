@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -15,14 +16,18 @@ from engine.backtest import BacktestSettings
 from engine.errors import InvalidInput
 from engine.events import Interval
 from sigstream.modes.backtest import (
+    STUDY_COLUMNS,
     open_backtest_sources,
+    parse_policies,
     report_dict,
     report_json,
     run_backtest_files,
+    run_study,
+    study_rows,
     summary_rows,
     write_report,
 )
-from sigstream.settings import flag, load_settings, validated, with_overrides
+from sigstream.settings import Settings, flag, load_settings, validated, with_overrides
 
 console = Console(stderr=True)
 
@@ -37,9 +42,27 @@ def _time_option(value: str | None, option: str) -> int | None:
 
 
 def backtest(
-    prices: Path = typer.Option(..., "--prices", help="Kline CSV or recording (.jsonl[.gz]) with the bars."),
+    prices: list[Path] = typer.Option(
+        ..., "--prices", help="Kline CSV or recording (.jsonl[.gz]) with the bars; repeat it for more symbols "
+        "(files named like BTCUSDT_1d.csv)."
+    ),
     news: Path = typer.Option(..., "--news", help="News CSV (cryptonews.csv layout) or recording."),
-    symbol: str = typer.Option(..., "--symbol", help="Symbol to trade, e.g. BTCUSDT."),
+    symbol: str | None = typer.Option(None, "--symbol", help="Symbol to trade, e.g. BTCUSDT (one-symbol run)."),
+    symbols: str | None = typer.Option(
+        None, "--symbols", help="Comma-separated symbols for a study (one --prices file each), e.g. BTCUSDT,ETHUSDT."
+    ),
+    policies: str | None = typer.Option(
+        None, "--policies", help="Policies side by side (a study): buy_and_hold,sentiment,features,composite,direction."
+    ),
+    policy: str | None = typer.Option(
+        None, "--policy", help="The one policy of a one-symbol run (default: engine.policy.name, i.e. sentiment)."
+    ),
+    policy_model: Path | None = typer.Option(
+        None, "--policy-model", help="Trained direction model folder; without it a study trains the direction "
+        "model walk-forward, each fold only on data before it."
+    ),
+    folds: int = typer.Option(4, "--folds", help="Walk-forward folds of a study's period."),
+    bootstrap: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples for the Sharpe intervals."),
     interval: Interval = typer.Option(Interval.D1, "--interval", help="Bar interval of the prices."),
     initial_capital: float = typer.Option(100_000.0, "--initial-capital", help="Starting equity."),
     position_size: float = typer.Option(0.1, "--position-size", help="Position as a fraction of equity (0-1]."),
@@ -60,17 +83,25 @@ def backtest(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Backtest the composite signals: decide at each bar close, fill at the next bar's open.
+    """Backtest the signals: decide at each bar close, fill at the next bar's open.
 
     The same engine code as live and replay makes every decision, on event time; fees and slippage
     are charged on every fill, and buy-and-hold over the same bars is the benchmark.
+
+    A study (--symbols or --policies) runs every policy on every symbol over walk-forward folds of the news
+    period and writes report.json, summary.md, trades.csv and SYMBOL.png:
+
+    sigstream backtest --prices BTCUSDT_1d.csv --prices ETHUSDT_1d.csv --news cryptonews.csv
+    --symbols BTCUSDT,ETHUSDT --interval 1d --policies buy_and_hold,sentiment,features,composite,direction
+    --report out/study --json
     """
     settings = with_overrides(
         load_settings(),
         flag("--interval", interval, "engine.interval"),
         flag("--confidence-threshold", confidence_threshold, "engine.aggregator.threshold"),
+        flag("--policy", policy, "engine.policy.name"),
+        flag("--policy-model", None if policy_model is None else str(policy_model), "engine.policy.model_dir"),
     )
-    symbol = symbol.strip().upper()
     start_ms, end_ms = _time_option(start, "--start"), _time_option(end, "--end")
     account = validated(
         BacktestSettings,
@@ -80,7 +111,21 @@ def backtest(
         slippage_bps=slippage_bps,
         allow_short=short,
     )
-    sources = open_backtest_sources(prices, news, symbol=symbol, interval=interval, files=settings.files)
+    walk_forward_direction = policy == "direction" and policy_model is None
+    if symbols is not None or policies is not None or walk_forward_direction:
+        names = [s.strip().upper() for s in (symbols or symbol or "").split(",") if s.strip()]
+        if not names:
+            raise InvalidInput("--symbols: name at least one symbol")
+        chosen = parse_policies(policies or policy or settings.engine.policy.name)
+        _study(prices, news, names, chosen, settings, account, start_ms=start_ms, end_ms=end_ms, folds=folds,
+               resamples=bootstrap, policy_model=policy_model, report=report, json_out=json_out, progress=progress)
+        return
+    if symbol is None:
+        raise InvalidInput("--symbol: name the symbol to trade (or --symbols for a study)")
+    if len(prices) != 1:
+        raise InvalidInput(f"--prices: a one-symbol run takes one file, got {len(prices)} (use --symbols for more)")
+    symbol = symbol.strip().upper()
+    sources = open_backtest_sources(prices[0], news, symbol=symbol, interval=interval, files=settings.files)
 
     from adapters.model import load_sentiment_model  # torch loads only once the inputs are known good
 
@@ -117,6 +162,33 @@ def backtest(
             f"[yellow]input: {data['dead_letters']} dead letter(s) {data['dead_letter_reasons']}, "
             f"{data['bars_missing']} missing bar(s) in {data['gaps']} gap(s)[/yellow]"
         )
+
+
+def _study(
+    prices: list[Path],
+    news: Path,
+    symbols: list[str],
+    policies: list[str],
+    settings: Settings,
+    account: BacktestSettings,
+    *,
+    report: Path | None,
+    json_out: bool,
+    **options: Any,
+) -> None:
+    out, written = run_study(prices, news, symbols, policies, settings, account, report=report, **options)
+    if written:
+        console.print(f"report: {', '.join(str(p) for p in written)}")
+    if json_out:
+        sys.stdout.write(report_json(out).decode())
+        return
+    for symbol, by_policy in out["results"].items():
+        table = Table(title=f"{symbol} {out['start']} .. {out['end']}")
+        for column in STUDY_COLUMNS:
+            table.add_column(column)
+        for row in study_rows(by_policy):
+            table.add_row(*row)
+        console.print(table)
 
 
 def register(app: typer.Typer) -> None:

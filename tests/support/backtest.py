@@ -11,6 +11,7 @@ from engine.batcher import MicroBatcher
 from engine.config import AggregatorSettings, EngineSettings
 from engine.events import Bar, Interval, NewsItem
 from engine.pipeline import SignalEngine
+from engine.ports import SignalPolicy
 from engine.runtime import RuntimeItem
 from tests.support.lexicon_model import LexiconSentimentModel
 
@@ -60,11 +61,13 @@ def backtest(
     threshold: float = 0.7,
     start_ms: int | None = None,
     end_ms: int | None = None,
+    policy: SignalPolicy | None = None,
+    prior_strength: float = MECHANICS_PRIOR,
 ) -> BacktestResult:
     engine_settings = EngineSettings(
-        interval=Interval.D1, aggregator=AggregatorSettings(threshold=threshold, prior_strength=MECHANICS_PRIOR)
+        interval=Interval.D1, aggregator=AggregatorSettings(threshold=threshold, prior_strength=prior_strength)
     )
-    engine = SignalEngine(engine_settings, symbols=frozenset({SYMBOL}))
+    engine = SignalEngine(engine_settings, symbols=frozenset({SYMBOL}), policy=policy)
     batcher = MicroBatcher(LexiconSentimentModel(), engine_settings.batcher)
     return asyncio.run(
         run_backtest(
