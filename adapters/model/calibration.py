@@ -128,6 +128,9 @@ class Calibration:
     ece_before: float
     ece_after: float
     method: str = "temperature"
+    # The NLL-optimal temperature; ``temperature`` is 1.0 instead when it would raise the fitting split's own ECE.
+    fitted_temperature: float | None = None
+    note: str = ""
 
     def save(self, directory: Path) -> Path:
         path = Path(directory) / CALIBRATION_FILE
@@ -136,18 +139,36 @@ class Calibration:
 
 
 def calibrate(logits: Sequence[Sequence[float]], labels: Sequence[int], fitted_on: Sequence[str]) -> Calibration:
-    """Fit a temperature on (``logits``, ``labels``) and record NLL and ECE before and after."""
-    t = fit_temperature(logits, labels)
-    before = [softmax(row) for row in logits]
-    after = [softmax(row, t) for row in logits]
+    """Fit a temperature on (``logits``, ``labels``) and record NLL and ECE before and after.
+
+    The temperature minimises the NLL, as Guo et al. fit it. When the model is already close to calibrated the
+    NLL optimum sits within noise of 1 and can still raise the binned ECE; a temperature that makes the fitting
+    split's own ECE worse is not kept (1.0 is, with the fitted value and the reason recorded). Only the fitting
+    split decides this, never a held-out one.
+    """
+    fitted = fit_temperature(logits, labels)
+    ece_before = expected_calibration_error([softmax(row) for row in logits], labels)
+    ece_fitted = expected_calibration_error([softmax(row, fitted) for row in logits], labels)
+    keep = ece_fitted <= ece_before
+    t = fitted if keep else 1.0
+    note = (
+        ""
+        if keep
+        else (
+            f"the NLL-optimal temperature {fitted:.4f} raised this split's ECE {ece_before:.4f} -> {ece_fitted:.4f}; "
+            "kept 1.0"
+        )
+    )
     return Calibration(
         temperature=t,
         fitted_on=list(fitted_on),
         n=len(labels),
         nll_before=nll(logits, labels),
         nll_after=nll(logits, labels, t),
-        ece_before=expected_calibration_error(before, labels),
-        ece_after=expected_calibration_error(after, labels),
+        ece_before=ece_before,
+        ece_after=ece_fitted if keep else ece_before,
+        fitted_temperature=fitted,
+        note=note,
     )
 
 

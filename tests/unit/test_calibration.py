@@ -90,3 +90,13 @@ def test_a_broken_calibration_file_is_bad_input_not_a_silent_default(tmp_path: P
     (tmp_path / CALIBRATION_FILE).write_text(bad)
     with pytest.raises(InvalidInput, match="calibration"):
         load_temperature(tmp_path)
+
+
+def test_a_temperature_that_raises_the_fitting_splits_own_ece_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    import adapters.model.calibration as calibration
+
+    logits, labels = _sampled(1.0, 2000, seed=5)  # calibrated as it is
+    monkeypatch.setattr(calibration, "fit_temperature", lambda _logits, _labels: 4.0)  # a bad fit, forced
+    cal = calibration.calibrate(logits, labels, ["synthetic"])
+    assert cal.temperature == 1.0 and cal.fitted_temperature == 4.0
+    assert cal.ece_after == cal.ece_before and "kept 1.0" in cal.note
