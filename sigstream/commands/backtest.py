@@ -30,6 +30,7 @@ from sigstream.modes.backtest import (
 from sigstream.settings import Settings, flag, load_settings, validated, with_overrides
 
 console = Console(stderr=True)
+stdout = Console()  # the result tables; the JSON of --json takes their place, diagnostics stay on stderr
 
 
 def _time_option(value: str | None, option: str) -> int | None:
@@ -155,7 +156,7 @@ def backtest(
             table.add_column(column)
         for row in summary_rows(out):
             table.add_row(*row)
-        console.print(table)
+        stdout.print(table)
     data = out["data"]
     if data["dead_letters"] or data["bars_missing"]:
         console.print(
@@ -188,7 +189,7 @@ def _study(
             table.add_column(column)
         for row in study_rows(by_policy):
             table.add_row(*row)
-        console.print(table)
+        stdout.print(table)
 
 
 def register(app: typer.Typer) -> None:
