@@ -93,11 +93,18 @@ class TransformersSentimentModel:
     @classmethod
     def optimized(cls, settings: ModelSettings | None = None) -> TransformersSentimentModel:
         """The engine's serving path: batched in padding buckets (batch-invariant), bf16 on a CPU with native bf16,
-        else INT8 on CPU (``quantize=auto``; INT8 is batch-dependent)."""
+        else INT8 on CPU (``quantize=auto``; INT8 is batch-dependent); on CUDA the GPU path of
+        :mod:`adapters.model.gpu_serving` (bf16, or a 4-bit base)."""
         settings = settings or ModelSettings()
         _apply_threads(settings)
+        loaded = load_classifier(settings)
+        if loaded.device == "cuda":
+            # Token-budget batches with tokenization overlapped; imported here, as it builds on this module.
+            from adapters.model.gpu_serving import GpuSentimentModel
+
+            return GpuSentimentModel.from_loaded(loaded, settings)
         return cls(
-            load_classifier(settings),
+            loaded,
             batch_size=settings.batch_size,
             max_length=settings.max_length,
             sort_by_length=settings.sort_by_length,
