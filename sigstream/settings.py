@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import (
@@ -118,6 +119,27 @@ def load_settings() -> Settings:
         in_file = _lookup(data, loc)
         where = f"{file}: {'.'.join(loc)}" if variable not in os.environ and in_file and file else variable
         raise InvalidInput(f"{where}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+def check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
+    """A URL setting is parsed before anything connects or loads: :class:`InvalidInput` naming ``name`` if not."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parses the port, raising ValueError when it is not a number in range
+    except ValueError as exc:
+        raise InvalidInput(f"{name} {url!r}: not a valid URL: {exc}") from None
+    if parts.scheme not in schemes:
+        raise InvalidInput(f"{name} {url!r}: the scheme must be {' or '.join(s + '://' for s in schemes)}")
+    if not parts.hostname and parts.scheme != "unix":
+        raise InvalidInput(f"{name} {url!r}: no host in the URL")
+
+
+def check_bootstrap(name: str, bootstrap: str) -> None:
+    """``host:port[,host:port...]`` (Kafka's bootstrap list), checked before anything connects."""
+    for broker in bootstrap.split(","):
+        host, _, port = broker.strip().removeprefix("kafka://").rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InvalidInput(f"{name} {bootstrap!r}: each broker is host:port, not {broker.strip()!r}")
 
 
 def check_environment(environ: Mapping[str, str]) -> None:

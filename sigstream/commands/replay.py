@@ -16,7 +16,7 @@ from engine.events import Interval
 from engine.runtime import RuntimeStats
 from sigstream.modes.replay import ReplayOutputs, open_sources, publish_recordings, resolve_interval, run_replay
 from sigstream.modes.sentiment import LazySentimentModel, with_model_flag
-from sigstream.settings import Settings, flag, load_settings, with_overrides
+from sigstream.settings import Settings, check_bootstrap, flag, load_settings, with_overrides
 
 console = Console(stderr=True)
 out = Console()  # the summary table is the command's result: stdout; warnings and progress go to stderr
@@ -84,6 +84,7 @@ def replay(
     if symbol:
         _check_symbol_in_files(sources, symbol)
     if to_kafka:
+        check_bootstrap("--to-kafka", settings.kafka.bootstrap)
         publish_recordings(sources, settings, _parse_speed(speed or "max"), resume=resume, max_outage_s=max_outage_s)
         return
     settings = with_overrides(settings, flag(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import typer
 
@@ -13,7 +12,7 @@ from adapters.bybit.config import BybitSettings
 from engine.errors import InvalidInput
 from engine.events import Interval
 from sigstream.modes.sentiment import with_model_flag
-from sigstream.settings import Settings, flag, load_settings, with_overrides
+from sigstream.settings import Settings, check_bootstrap, check_url, flag, load_settings, with_overrides
 
 KNOWN_SOURCES = ("bybit", "rss")
 BYBIT_WS_URL = BybitSettings.model_fields["ws_url"].default
@@ -148,28 +147,18 @@ def run_settings(
         raise InvalidInput("--sources rss needs a feed: --feed URL or SIGSTREAM_RSS__FEEDS")
     # Every URL is checked here, before a model or a connection is opened.
     if "bybit" in chosen:
-        _check_url("--bybit-url" if bybit_url else "SIGSTREAM_BYBIT__WS_URL", settings.bybit.ws_url, ("ws", "wss"))
+        check_url("--bybit-url" if bybit_url else "SIGSTREAM_BYBIT__WS_URL", settings.bybit.ws_url, ("ws", "wss"))
     if "rss" in chosen:
         for feed in settings.rss.feeds:
-            _check_url("--feed" if feeds else "SIGSTREAM_RSS__FEEDS", feed, ("http", "https"))
+            check_url("--feed" if feeds else "SIGSTREAM_RSS__FEEDS", feed, ("http", "https"))
     if settings.ccxt.rest_url is not None:
-        _check_url("--rest-url" if rest_url else "SIGSTREAM_CCXT__REST_URL", settings.ccxt.rest_url,
-                   ("http", "https"))
+        check_url("--rest-url" if rest_url else "SIGSTREAM_CCXT__REST_URL", settings.ccxt.rest_url,
+                  ("http", "https"))
+    if kafka:
+        check_bootstrap("--kafka", settings.kafka.bootstrap)
     if settings.redis.url is not None and not kafka:
-        _check_url("--redis" if redis else "SIGSTREAM_REDIS__URL", settings.redis.url, ("redis", "rediss", "unix"))
+        check_url("--redis" if redis else "SIGSTREAM_REDIS__URL", settings.redis.url, ("redis", "rediss", "unix"))
     return settings
-
-
-def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - parses the port, raising ValueError when it is not a number in range
-    except ValueError as exc:
-        raise InvalidInput(f"{name} {url!r}: not a valid URL: {exc}") from None
-    if parts.scheme not in schemes:
-        raise InvalidInput(f"{name} {url!r}: the scheme must be {' or '.join(s + '://' for s in schemes)}")
-    if not parts.hostname and parts.scheme != "unix":
-        raise InvalidInput(f"{name} {url!r}: no host in the URL")
 
 
 def register(app: typer.Typer) -> None:

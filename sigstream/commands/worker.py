@@ -12,7 +12,7 @@ import typer
 
 from engine.events import Interval
 from sigstream.modes.sentiment import with_model_flag
-from sigstream.settings import Settings, flag, load_settings, with_overrides
+from sigstream.settings import Settings, check_bootstrap, check_url, flag, load_settings, with_overrides
 
 
 def worker_settings(
@@ -67,6 +67,10 @@ def register(app: typer.Typer) -> None:
             load_settings(), kafka=kafka, redis=redis, app_id=app_id, guarantee=guarantee, partitions=partitions,
             interval=interval, metrics_port=metrics_port,
         )
+        # Checked before the model and faust load: a typo fails in a second, with its name.
+        check_bootstrap("--kafka" if kafka else "SIGSTREAM_KAFKA__BOOTSTRAP", settings.kafka.bootstrap)
+        if settings.redis.url is not None:
+            check_url("--redis" if redis else "SIGSTREAM_REDIS__URL", settings.redis.url, ("redis", "rediss", "unix"))
         settings, spec = with_model_flag(settings, model)
         from sigstream.modes.worker import serve
 

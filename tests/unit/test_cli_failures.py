@@ -148,6 +148,9 @@ def test_a_malformed_websocket_url_fails_before_anything_loads() -> None:
     one_line_exit_2(cli("run", "--bybit-url", "ws//127.0.0.1:9"), "--bybit-url", "ws:// or wss://")
     one_line_exit_2(cli("run", "--bybit-url", "ws://127.0.0.1:99999"), "--bybit-url", "not a valid URL")
     one_line_exit_2(cli("run", "--sources", "rss", "--feed", "ftp://x/rss"), "--feed", "http:// or https://")
+    one_line_exit_2(cli("worker", "--kafka", "localhost"), "--kafka 'localhost'", "host:port")
+    one_line_exit_2(cli("worker", "--kafka", "127.0.0.1:9092", "--redis", "http://127.0.0.1:6379"), "--redis",
+                    "redis://")
 
 
 def test_a_bad_model_spec_fails_before_the_replay(tmp_path: Path) -> None:
