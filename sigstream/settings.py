@@ -106,6 +106,13 @@ def load_settings() -> Settings:
     file = config_file()
     data = _read_toml(file) if file is not None else {}
     check_environment(os.environ)
+    if Path(".env").is_file():  # read by pydantic-settings like the environment, so checked the same way
+        from dotenv import dotenv_values
+
+        try:
+            check_environment({k: v or "" for k, v in dotenv_values(".env").items()})
+        except InvalidInput as exc:
+            raise InvalidInput(f".env: {exc.reason}") from None
     if file is not None:
         for key in _unknown_keys(Settings, data):
             close = _closest(key, _setting_paths(Settings))

@@ -32,11 +32,12 @@ interval = "5m"
 """
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
+    # Only this test's variables: the suite's own SIGSTREAM_* settings would outrank the file under test.
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SIGSTREAM_") or k == "SIGSTREAM_DATA"}
     return subprocess.run(
-        [sys.executable, "-m", "sigstream.cli", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-        env={**clean, **(env or {})},
+        [sys.executable, "-m", "sigstream.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+        env={**clean, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
     )  # fmt: skip
 
 
@@ -147,3 +148,13 @@ def test_log_format_json_writes_one_object_per_line() -> None:
     assert records[1]["message"] == "boom" and "ZeroDivisionError" in records[1]["exc"]
     bad = cli("--log-format", "xml", "config", "show")
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.splitlines()) == 1
+
+
+def test_a_misspelt_variable_in_dot_env_is_refused_too(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("SIGSTREAM_BYBIT__SYMBOL=ETHUSDT\n")
+    result = cli("config", "show", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: .env: SIGSTREAM_BYBIT__SYMBOL names no setting"), result.stderr
+    (tmp_path / ".env").write_text("SIGSTREAM_BYBIT__SYMBOLS=ETHUSDT\n")
+    shown = cli("config", "show", "--format", "json", cwd=tmp_path)
+    assert json.loads(shown.stdout)["bybit"]["symbols"] == ["ETHUSDT"]
