@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import typer
@@ -120,8 +121,18 @@ def _replay_in_process(
                                f"({report.events:,} events of other symbols); symbols are spelled as Bybit does, "
                                "e.g. BTCUSDT")
 
-    return asyncio.run(run_replay(sources, model, settings.engine, outputs, symbol=symbol, progress=progress,
-                                  check=check))
+    # Ctrl-C must stop even a replay that never waits (klines alone): asyncio's own handler only cancels the task
+    # at its next wait, so this one raises at once; the outputs are then closed and left as .partial.
+    previous = signal.signal(signal.SIGINT, _interrupt)
+    try:
+        return asyncio.run(run_replay(sources, model, settings.engine, outputs, symbol=symbol, progress=progress,
+                                      check=check))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _print_summary(report: RuntimeStats, dead: DeadLetterFile, interval: Interval, dead_letters_out: Path | None,

@@ -159,21 +159,25 @@ def test_a_bad_model_spec_fails_before_the_replay(tmp_path: Path) -> None:
     one_line_exit_2(cli("replay", str(klines), "--model", "./no/such/adapter"), "./no/such/adapter does not exist")
 
 
-def test_ctrl_c_during_replay_says_the_outputs_are_partial(tmp_path: Path) -> None:
-    # Paced scoring (2 ms a text) of 4,000 news items keeps the replay busy for seconds: Ctrl-C lands mid-run.
-    recording = write_recording(tmp_path / "rec.jsonl", bars=4000, news_every=1)
+@pytest.mark.parametrize("busy", ["klines", "paced news"])
+def test_ctrl_c_during_replay_says_the_outputs_are_partial(tmp_path: Path, busy: str) -> None:
+    # Klines alone never wait on anything (Ctrl-C must still stop them at once); paced scoring (2 ms a text) of
+    # 4,000 news items waits on the model's thread. Either keeps the replay busy for seconds: Ctrl-C lands mid-run.
+    if busy == "klines":
+        inputs, model = [write_klines(tmp_path / "BTCUSDT_1m.csv", rows=150_000)], []
+    else:
+        inputs, model = [write_recording(tmp_path / "rec.jsonl", bars=4000, news_every=1)], ["--model", PACED]
     signals = tmp_path / "s.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sigstream.cli", "replay", str(recording), "--model", PACED, "--no-progress",
+        [sys.executable, "-m", "sigstream.cli", "replay", *map(str, inputs), *model, "--no-progress",
          "--signals-out", str(signals)],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "SIGSTREAM_ENGINE__BATCHER__MAX_BATCH": "8"},
     )  # fmt: skip
     partial = tmp_path / "s.jsonl.partial"
     deadline = time.monotonic() + 60
-    while not partial.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not (partial.exists() and partial.stat().st_size) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)
     assert proc.poll() is None, proc.communicate()[1]
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
