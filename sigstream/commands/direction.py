@@ -115,6 +115,10 @@ def evaluate(
     settings = with_overrides(load_settings(), flag("--interval", interval, "engine.interval"))
     direction = _settings(flat_threshold, folds, epochs, seed)
     market = read_market_files(prices, news, interval, settings.files)
+    if model is not None:
+        from adapters.model.direction import read_meta
+
+        read_meta(model)  # a folder that is not a model is bad input before the encoder loads
     report = evaluate_direction(market, interval, settings.engine, direction,
                                 encoder(settings.model, embedding_cache), model)
     _print(report, json_out, f"direction eval, {', '.join(report['symbols'])} {interval.value}")

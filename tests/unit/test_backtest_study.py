@@ -8,6 +8,8 @@ import itertools
 import math
 import random
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -28,6 +30,7 @@ from sigstream.modes.backtest import (
     write_study_report,
 )
 from tests.support.backtest import MECHANICS_PRIOR
+from tests.support.data import REPO_ROOT
 from tests.support.lexicon_model import LexiconSentimentModel
 
 DAY = 86_400_000
@@ -148,3 +151,28 @@ def test_a_study_writes_every_symbol_and_policy_with_intervals_a_trade_log_and_a
     summary = (folder / "summary.md").read_text()
     assert "## BTCUSDT" in summary and "## ETHUSDT" in summary and "| composite |" in summary
     assert (folder / "BTCUSDT.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sigstream.cli", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_study_and_direction_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
+    t0 = 1_640_995_200_000
+    btc = _prices(tmp_path / "BTCUSDT_1d.csv", t0, 30, 0.0, 1)
+    news = _news(tmp_path / "news.csv", t0, 10)
+    cases = [
+        (("backtest", "--prices", str(btc), "--news", str(news), "--symbols", "BTCUSDT", "--policies", "magic"),
+         "error: --policies 'magic': unknown magic"),
+        (("backtest", "--prices", str(btc), "--news", str(news), "--symbols", "BTCUSDT,ETHUSDT"),
+         "error: --symbols ETHUSDT: no --prices file for it"),
+        (("direction", "eval", "--prices", str(tmp_path / "nope.csv"), "--news", str(news)),
+         "error: --prices"),
+        (("direction", "eval", "--prices", str(btc), "--news", str(news), "--model", str(tmp_path)),
+         "is not a direction model folder"),
+    ]
+    for args, expected in cases:
+        done = _cli(*args)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and expected in lines[0], (args, done.stderr[-2000:])
