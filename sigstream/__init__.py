@@ -9,3 +9,6 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 # Recordings and Kafka carry raw venue frames; the venues' adapters register how to read them.
 import sigstream.codecs  # noqa: F401 - registers the venue codecs
+
+# Engines build their policy from settings; the direction policy's model lives in adapters/model.
+from sigstream.modes import direction as _direction_policy  # noqa: F401 - registers the direction policy

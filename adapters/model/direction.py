@@ -143,12 +143,15 @@ def build_samples(
 
 # -- text embeddings ----------------------------------------------------------------------------------------
 class TextEmbedder(Protocol):
-    """Text -> vector. Required: ``dim``, ``embed`` (one row per text, float32)."""
+    """Text -> vector. Required: ``dim``, ``embed`` (one row per text, float32), ``save`` (keep what was
+    computed, e.g. a disk cache; a no-op for an embedder that keeps nothing)."""
 
     @property
     def dim(self) -> int: ...
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def save(self) -> None: ...
 
 
 def default_cache_dir() -> Path:

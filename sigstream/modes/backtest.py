@@ -328,6 +328,12 @@ def open_study_sources(
     prices: Sequence[Path], news: Path, *, symbols: Sequence[str], interval: Interval, files: FilesSettings
 ) -> dict[str, list[FileSource]]:
     """Per symbol, its price file (matched by name: ``BTCUSDT_1d.csv``) and the news, checked as for one symbol."""
+    by_name = price_files(prices, symbols)
+    return {s: open_backtest_sources(by_name[s], news, symbol=s, interval=interval, files=files) for s in symbols}
+
+
+def price_files(prices: Sequence[Path], symbols: Sequence[str]) -> dict[str, Path]:
+    """The price file of each symbol, by the pair its name states (one unnamed file for one symbol is fine)."""
     by_name: dict[str, Path] = {}
     for path in prices:
         named = pair_from_filename(path)
@@ -341,7 +347,7 @@ def open_study_sources(
     missing = [s for s in symbols if s not in by_name]
     if missing:
         raise InvalidInput(f"--symbols {','.join(missing)}: no --prices file for it (have {', '.join(by_name)})")
-    return {s: open_backtest_sources(by_name[s], news, symbol=s, interval=interval, files=files) for s in symbols}
+    return {s: by_name[s] for s in symbols}
 
 
 def _news_span(sources: dict[str, list[FileSource]]) -> tuple[int, int]:
@@ -627,9 +633,8 @@ def run_study(
             from adapters.model.direction import DirectionSettings
             from sigstream.modes.direction import encoder
 
-            by_symbol = {s: Path(str(getattr(src[0], "path", ""))) for s, src in sources.items()}
             direction, training = walk_forward_direction(
-                by_symbol, news, interval, settings.engine, settings.files, fold_list,
+                price_files(prices, symbols), news, interval, settings.engine, settings.files, fold_list,
                 encoder(settings.model, None), DirectionSettings(folds=folds),
             )
 

@@ -44,6 +44,9 @@ class HashEmbedder:
         rows = [np.frombuffer(hashlib.sha256(t.encode()).digest()[:8], dtype=np.uint8) / 255.0 for t in texts]
         return np.array(rows, dtype=np.float32).reshape(len(texts), self.dim)
 
+    def save(self) -> None:
+        return None  # nothing to keep
+
 
 class WordModel:
     """A fixed direction model: bullish words and a rising close say up."""
