@@ -299,8 +299,13 @@ def _bounded_stop_worker(worker_class: Any, kafka: KafkaSettings) -> Any:
     return BoundedStopWorker
 
 
-def _use_uvloop() -> None:
+def _use_uvloop(settings: Settings) -> None:
     # faust pays several event-loop iterations per record; uvloop makes each one much cheaper.
+    if settings.kafka.uses_tls() or settings.redis.uses_tls():
+        # uvloop 0.22's TLS close waits up to 30 s for the peer's close_notify when a fetch is in flight, which
+        # aiokafka's short-lived consumers (snapshot loads, start offsets) and every stop hit; asyncio's does not.
+        log.info("TLS connections: using the asyncio event loop (uvloop's TLS close can stall 30 s)")
+        return
     try:
         import uvloop  # noqa: F401 - only checks it is installed
     except ModuleNotFoundError:
@@ -329,7 +334,7 @@ def serve(settings: Settings, model_spec: str, *, create_topics: bool, loglevel:
     except ModuleNotFoundError as exc:  # pragma: no cover - declared dependency
         raise FatalError("sigstream worker needs faust-streaming: pip install faust-streaming") from exc
     settings.kafka.data_dir.mkdir(parents=True, exist_ok=True)
-    _use_uvloop()
+    _use_uvloop(settings)
     faust_app = build_app(settings, load_model(model_spec, settings.model))
     _bounded_stop_worker(faust.Worker, settings.kafka)(faust_app, loglevel=loglevel, quiet=True)\
         .execute_from_commandline()

@@ -100,9 +100,10 @@ def secured_run(secured_kafka_service: SecuredKafkaService, secured_redis_servic
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
             run.texts["worker /metrics"] = response.read().decode()
     finally:
-        worker.stop()
+        stopped = worker.stop()
     assert worker.log_path is not None
     run.texts["worker log"] = worker.log_path.read_text(errors="replace")
+    assert stopped == 0, run.texts["worker log"][-4000:]  # a clean stop: the final commit went through TLS
     run.got = signal_records(records)
 
     # Secrets in the environment, a password inside the Redis URL too: config show must mask all of them.
@@ -111,6 +112,10 @@ def secured_run(secured_kafka_service: SecuredKafkaService, secured_redis_servic
         shown = _cli(["config", "show", "--format", fmt], env | redis_env | {"SIGSTREAM_REDIS__URL": url_with_password})
         assert shown.returncode == 0, shown.stderr[-2000:]
         run.texts[f"config show --format {fmt}"] = shown.stdout + shown.stderr
+    for command in ("worker", "replay", "bench"):  # --help shows defaults: none may be a secret from the environment
+        helped = _cli([command, "--help"], env | redis_env)
+        assert helped.returncode == 0, helped.stderr[-2000:]
+        run.texts[f"{command} --help"] = helped.stdout + helped.stderr
     return run
 
 
