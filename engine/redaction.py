@@ -1,6 +1,6 @@
-"""Keeping secrets out of what sigstream prints: URLs with credentials, and known secret values.
+"""Keeping secrets out of what sigstream prints: the passwords of URLs.
 
-Pure string functions, so every adapter and command can use them without importing each other. A URL's
+A pure string function, so every adapter and command can use it without importing each other. A URL's
 password (``redis://user:pw@host``, ``?password=pw``) is replaced by ``***``; the user name stays, since it
 says which account was used.
 """
@@ -8,7 +8,6 @@ says which account was used.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
 MASK = "***"
 
@@ -24,10 +23,3 @@ def redact_url(text: str) -> str:
     text = _USERINFO.sub(lambda m: f"{m['head']}:{MASK}@", text)
     return _QUERY.sub(lambda m: f"{m['head']}{MASK}", text)
 
-
-def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` with URL passwords masked and every one of ``secrets`` (non-empty ones) replaced by ``***``."""
-    text = redact_url(text)
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):  # longest first: no partial leftovers
-        text = text.replace(secret, MASK)
-    return text

@@ -14,7 +14,7 @@ from adapters.kafka.config import KafkaSettings
 from adapters.redis.client import connect, transient_errors
 from adapters.redis.config import RedisSettings
 from engine.errors import InvalidInput, TransientError
-from engine.redaction import redact, redact_url
+from engine.redaction import redact_url
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -37,11 +37,6 @@ def ca_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 ])
 def test_redact_url_masks_passwords_and_keeps_the_rest(text: str, masked: str) -> None:
     assert redact_url(text) == masked
-
-
-def test_redact_masks_known_secrets_anywhere() -> None:
-    assert redact(f"login {PASSWORD} failed; {PASSWORD[:5]} is a prefix", [PASSWORD, None, ""]) == \
-        f"login *** failed; {PASSWORD[:5]} is a prefix"
 
 
 def _sasl(ca_file: Path, **overrides: object) -> KafkaSettings:
