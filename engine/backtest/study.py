@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.backtest import metrics
 from engine.backtest.runner import BacktestResult, EquityPoint
-from engine.backtest.stats import block_bootstrap_indices, sharpe_test
+from engine.backtest.stats import BootstrapPlan, block_bootstrap_indices, sharpe_test
 from engine.errors import InvalidInput
 
 
@@ -105,17 +105,17 @@ def study_report(
     curve of the same bars.
     """
     results: dict[str, dict[str, Any]] = {}
-    indices_by_symbol: dict[str, list[list[int]]] = {}
+    plans: dict[str, BootstrapPlan] = {}
     for run in runs:
         result = run.result
         per_year = metrics.periods_per_year(result.interval)
         returns = metrics.period_returns([p.equity for p in result.points])
         benchmark = metrics.period_returns([p.benchmark for p in result.points])
-        indices = indices_by_symbol.get(run.symbol)
-        if indices is None or (indices and len(indices[0]) != len(returns)):
-            indices = indices_by_symbol[run.symbol] = block_bootstrap_indices(len(returns), resamples, block, seed)
-        strategy = sharpe_test(returns, per_year, indices, benchmark=benchmark, level=level)
-        bench = sharpe_test(benchmark, per_year, indices, level=level)
+        plan = plans.get(run.symbol)
+        if plan is None or plan.n != len(returns):
+            plan = plans[run.symbol] = block_bootstrap_indices(len(returns), resamples, block, seed)
+        strategy = sharpe_test(returns, per_year, plan, benchmark=benchmark, level=level)
+        bench = sharpe_test(benchmark, per_year, plan, level=level)
         report = result.to_dict()
         report["policy"] = run.policy
         report["strategy"]["sharpe_ci"] = [strategy.ci_low, strategy.ci_high]

@@ -70,7 +70,8 @@ def test_p_value_is_small_for_a_clearly_better_strategy_and_large_for_the_benchm
 
 
 def test_block_bootstrap_keeps_runs_of_consecutive_bars() -> None:
-    (idx,) = block_bootstrap_indices(1000, 1, 10.0, seed=4)
+    (chunk,) = block_bootstrap_indices(1000, 1, 10.0, seed=4).chunks()
+    idx = chunk[0].tolist()
     steps = sum(b == (a + 1) % 1000 for a, b in itertools.pairwise(idx))
     assert 0.85 < steps / 999 < 0.95  # a new block starts with probability 1/10
 
