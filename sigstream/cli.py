@@ -9,9 +9,7 @@ JSON), stderr the diagnostics (progress, warnings, logs, errors). Heavy librarie
 from __future__ import annotations
 
 import importlib
-import json
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from engine.errors import FatalError, InvalidInput
 from sigstream import __version__
+from sigstream.logs import configure_logging
 from sigstream.settings import use_config_file
 
 # Commands are registered from their own modules so each stays small and owned in one place.
@@ -38,20 +37,6 @@ app = typer.Typer(
 )
 
 
-class JsonLogFormatter(logging.Formatter):
-    """``--log-format json``: one JSON object per record (``ts``, ``level``, ``logger``, ``message``, ``exc``)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-                                 "level": record.levelname, "logger": record.name, "message": record.getMessage()}
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
-JsonLogFormatter.converter = __import__("time").gmtime  # type: ignore[assignment]  # timestamps in UTC ("Z")
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"sigstream {__version__}")
@@ -63,11 +48,17 @@ def _config_option(ctx: Context, _param: Parameter, value: Path | None) -> None:
         use_config_file(value)
 
 
+def _log_format_option(ctx: Context, _param: Parameter, value: str | None) -> None:
+    if value is not None and not ctx.resilient_parsing:
+        configure_logging(log_format=value)
+
+
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
-    log_format: str = typer.Option("text", "--log-format", help="Log lines on stderr: text or json (one JSON "
-                                   "object per line)."),
+    log_format: str | None = typer.Option(
+        None, "--log-format", help="Log lines on stderr: text (the default) or json (one JSON object per line).",
+        callback=_log_format_option, expose_value=False, metavar="text|json"),
     config: Path | None = typer.Option(  # noqa: B008 - typer declares options as defaults
         None, "--config", help="TOML settings file (also SIGSTREAM_CONFIG); flags > environment > file > defaults.",
         callback=_config_option, is_eager=True, expose_value=False),
@@ -84,14 +75,7 @@ def _root(
       sigstream replay BTCUSDT_5m.csv --signals-out signals.jsonl
       sigstream --config sigstream.toml config show
     """
-    if log_format not in ("text", "json"):
-        raise typer.BadParameter(f"{log_format!r} is not text or json", param_hint="--log-format")
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(JsonLogFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+    configure_logging(level=logging.DEBUG if verbose else logging.INFO)
 
 
 for _name in COMMAND_MODULES:
@@ -131,13 +115,14 @@ def build_command() -> Command:
     typer 0.29 ships its own click (``typer._click``); the tree is walked through its public attributes only.
     """
     root = typer.main.get_command(app)
-    # The root's own --config (built by typer from _root's signature) is shared: parameters keep no state.
-    config = next(p for p in root.params if p.name == "config")
+    # The root's own --config and --log-format (built by typer from _root's signature) are shared with every command:
+    # parameters keep no state, and their callbacks act on a value given at either place.
+    shared = [p for p in root.params if p.name in ("config", "log_format")]
 
     def visit(command: Any, path: str) -> None:
         command.rich_markup_mode = None  # typer's commands print rich boxes unless this is None
-        if path and not any(p.name == "config" for p in command.params):
-            command.params.append(config)
+        if path:
+            command.params.extend(p for p in shared if all(q.name != p.name for q in command.params))
         example = EXAMPLES.get(path)
         if example and "Example:" not in (command.help or ""):
             command.epilog = "Example:\n\n\b\n" + "\n".join(f"  {line}" for line in example.splitlines())

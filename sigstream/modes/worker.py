@@ -14,6 +14,7 @@ from typing import Any
 from adapters.kafka.config import KafkaSettings
 from adapters.redis.config import RedisSettings
 from engine.errors import FatalError
+from sigstream.logs import log_format
 from sigstream.modes.sentiment import load_model
 from sigstream.settings import Settings
 
@@ -336,5 +337,10 @@ def serve(settings: Settings, model_spec: str, *, create_topics: bool, loglevel:
     settings.kafka.data_dir.mkdir(parents=True, exist_ok=True)
     _use_uvloop(settings)
     faust_app = build_app(settings, load_model(model_spec, settings.model))
-    _bounded_stop_worker(faust.Worker, settings.kafka)(faust_app, loglevel=loglevel, quiet=True)\
-        .execute_from_commandline()
+    # faust replaces the root log handlers with its own text ones; --log-format json keeps sigstream's JSON lines.
+    keep_logs = log_format() == "json"
+    worker = _bounded_stop_worker(faust.Worker, settings.kafka)(faust_app, loglevel=loglevel, quiet=True,
+                                                                override_logging=not keep_logs)
+    if keep_logs:
+        worker.spinner = None  # its terminal escapes are not log lines; without it faust logs "Ready" instead
+    worker.execute_from_commandline()

@@ -87,3 +87,26 @@ async def test_an_unreachable_source_gives_up_after_its_attempts(source: str) ->
     assert proc.returncode == 1, stderr[-3000:]
     assert stderr.strip().splitlines()[-1].startswith(f"fatal: source(s) failed: {reason}")
     assert "Traceback" not in stderr
+
+
+async def test_the_worker_keeps_json_log_lines_under_faust(kafka_bootstrap: str, unique: str, tmp_path: Path) -> None:
+    from adapters.kafka.client import ensure_topics
+    from tests.integration.streaming import WorkerProcess, settings_for
+
+    settings = settings_for(kafka_bootstrap, unique, partitions=1)
+    await ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker", args=("--log-format", "json"))
+    worker.start()
+    try:
+        async with asyncio.timeout(120):
+            while "Ready" not in worker.log():  # faust logs "Ready" once it has its partitions
+                worker.assert_alive()
+                await asyncio.sleep(0.5)
+    finally:
+        worker.stop()
+    assert worker.log_path is not None
+    lines = [line for line in worker.log_path.read_text().splitlines() if line.strip()]
+    records = [orjson.loads(line) for line in lines]  # every line is one JSON object, faust's own included
+    assert {"ts", "level", "logger", "message"} <= set(records[0])
+    assert any(r["message"].endswith("Ready") for r in records)
+    assert any(r["logger"].startswith("faust") for r in records)
