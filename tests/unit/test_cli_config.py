@@ -72,8 +72,10 @@ def test_config_show_prints_the_effective_settings_on_every_command_position(con
                  env={"SIGSTREAM_ENGINE__AGGREGATOR__THRESHOLD": "0.8"})
     after = cli("--config", str(config_file), "config", "show", "--format", "json",
                 env={"SIGSTREAM_ENGINE__AGGREGATOR__THRESHOLD": "0.8"})
+    by_variable = cli("config", "show", "--format", "json",
+                      env={"SIGSTREAM_ENGINE__AGGREGATOR__THRESHOLD": "0.8", "SIGSTREAM_CONFIG": str(config_file)})
     assert before.returncode == 0, before.stderr
-    assert before.stdout == after.stdout
+    assert before.stdout == after.stdout == by_variable.stdout
     shown = json.loads(before.stdout)
     assert shown["engine"]["aggregator"]["threshold"] == 0.8
     assert shown["engine"]["aggregator"]["half_life_ms"] == 3_600_000
