@@ -15,18 +15,6 @@ from adapters.bybit.frames import to_epoch_ms
 from engine.backtest import BacktestSettings
 from engine.errors import InvalidInput
 from engine.events import Interval
-from sigstream.modes.backtest import (
-    STUDY_COLUMNS,
-    open_backtest_sources,
-    parse_policies,
-    report_dict,
-    report_json,
-    run_backtest_files,
-    run_study,
-    study_rows,
-    summary_rows,
-    write_report,
-)
 from sigstream.settings import Settings, flag, load_settings, validated, with_overrides
 
 console = Console(stderr=True)
@@ -96,6 +84,17 @@ def backtest(
     --symbols BTCUSDT,ETHUSDT --interval 1d --policies buy_and_hold,sentiment,features,composite,direction
     --report out/study --json
     """
+    # The room (numpy and the study) loads here, not when the CLI starts: `sigstream replay` must start fast.
+    from sigstream.modes.backtest import (
+        open_backtest_sources,
+        parse_policies,
+        report_dict,
+        report_json,
+        run_backtest_files,
+        summary_rows,
+        write_report,
+    )
+
     settings = with_overrides(
         load_settings(),
         flag("--interval", interval, "engine.interval"),
@@ -177,6 +176,8 @@ def _study(
     json_out: bool,
     **options: Any,
 ) -> None:
+    from sigstream.modes.backtest import STUDY_COLUMNS, report_json, run_study, study_rows
+
     out, written = run_study(prices, news, symbols, policies, settings, account, report=report, **options)
     if written:
         console.print(f"report: {', '.join(str(p) for p in written)}")
