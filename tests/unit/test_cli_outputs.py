@@ -88,3 +88,17 @@ def test_model_specs_tell_a_factory_from_a_path() -> None:
     assert is_factory_spec("adapters.model.classifier:load_sentiment_model")
     for path in ("runs/lora", "./adapter", "/abs/model", "ProsusAI/finbert", "C:model/x", "a:b/c"):
         assert not is_factory_spec(path), path
+
+
+def test_the_cli_starts_without_the_heavy_libraries() -> None:
+    import subprocess
+    import sys
+
+    from tests.support.data import REPO_ROOT
+
+    heavy = ("torch", "transformers", "peft", "numpy", "pandas", "faust", "aiokafka", "redis", "ccxt", "aiohttp",
+             "matplotlib", "websockets")  # fmt: skip
+    probe = f"import sys, sigstream.cli; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == "", f"imported at start-up: {result.stdout.strip()}"
