@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapters.model.calibration import scale_logits, served_temperature
 from adapters.model.classifier import ROW_MULTIPLE, Probs, TransformersSentimentModel
 from adapters.model.client import LoadedClassifier, load_classifier
 from adapters.model.config import ModelSettings
@@ -119,8 +120,11 @@ class GpuSentimentModel(TransformersSentimentModel):
         max_rows: int = 4096,
         tokenize_chunk: int = 2048,
         cuda_graphs: bool = False,
+        temperature: float = 1.0,
     ) -> None:
-        super().__init__(loaded, batch_size=max_rows, max_length=max_length, padding_buckets=padding_buckets)
+        super().__init__(
+            loaded, batch_size=max_rows, max_length=max_length, padding_buckets=padding_buckets, temperature=temperature
+        )
         self.token_budget = token_budget
         self.max_rows = max_rows
         self.tokenize_chunk = tokenize_chunk
@@ -152,6 +156,7 @@ class GpuSentimentModel(TransformersSentimentModel):
             max_rows=settings.gpu_max_rows,
             tokenize_chunk=settings.gpu_tokenize_chunk,
             cuda_graphs=settings.gpu_cuda_graphs,
+            temperature=served_temperature(settings.adapter, settings.base, settings.calibrate),
         )
 
     @property
@@ -225,7 +230,8 @@ class GpuSentimentModel(TransformersSentimentModel):
                         raise item.error
                     logits = self._forward(item, device)[: len(item.index)]
                     # Still on the device: the host waits only once, below.
-                    scored.append((item.index, torch.softmax(logits.float(), dim=-1)[:, cols]))
+                    probs = torch.softmax(scale_logits(logits.float(), self.temperature), dim=-1)[:, cols]
+                    scored.append((item.index, probs))
                 if not scored:
                     return []
                 rows = torch.cat([p for _, p in scored]).cpu().tolist()

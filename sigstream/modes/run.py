@@ -277,7 +277,11 @@ async def run_embedded(
     bus = InProcessBus()
     dead = DeadLetterFile(dead_letters_out)
     engine = SignalEngine(settings.engine, symbols=frozenset(settings.bybit.symbols))
-    batcher = MicroBatcher(load_model(model_spec, settings.model), settings.engine.batcher)
+    from adapters.model.gpu_serving import batcher_settings_for
+
+    model = load_model(model_spec, settings.model)
+    # The serving device's max_batch / max_wait_ms defaults where the user set none.
+    batcher = MicroBatcher(model, batcher_settings_for(model, settings.engine.batcher))
     store: FeatureStore = InMemoryFeatureStore()
     if settings.redis.url is not None:  # --redis or SIGSTREAM_REDIS__URL
         from adapters.redis.store import RedisFeatureStore, ResilientFeatureStore

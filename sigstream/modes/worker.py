@@ -44,6 +44,7 @@ def with_real_partition_count(kafka: KafkaSettings) -> KafkaSettings:
 def build_app(settings: Settings, model: Any) -> Any:
     """The faust app wired to the runtime, the micro-batcher and (optionally) Redis."""
     from adapters.kafka.app import StreamProcessor, create_app
+    from adapters.model.gpu_serving import batcher_settings_for  # the device's max_batch / max_wait_ms defaults
     from adapters.prometheus.server import MetricsServer
     from engine.batcher import MicroBatcher
 
@@ -64,7 +65,7 @@ def build_app(settings: Settings, model: Any) -> Any:
     def factory(send: Any, start_offset: Any) -> StreamProcessor:
         registry, metrics = worker_metrics(settings.kafka, lambda: processor, lambda: batcher)
         observed.append((registry, metrics))
-        batcher = MicroBatcher(metrics.timed(model), settings.engine.batcher)
+        batcher = MicroBatcher(metrics.timed(model), batcher_settings_for(model, settings.engine.batcher))
         store = None
         if redis_settings is not None:
             from adapters.inprocess.store import InMemoryFeatureStore
