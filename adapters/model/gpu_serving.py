@@ -60,10 +60,16 @@ def batcher_settings_for(model: object, batcher: BatcherSettings) -> BatcherSett
     """``batcher`` with the serving device's defaults for the fields the user left unset.
 
     ``model`` is any SentimentModel; one without a ``device`` attribute (a test lexicon) is taken to be on CPU.
-    A field set through ``SIGSTREAM_ENGINE__BATCHER__*`` always wins.
+    A value set through ``SIGSTREAM_ENGINE__BATCHER__*`` (or the config file) wins, unless it equals the engine's
+    own default: a CLI flag re-validates its whole settings section, which marks every field of it as set.
     """
     defaults = BATCHER_DEFAULTS.get(str(getattr(model, "device", "cpu")), {})
-    unset = {k: v for k, v in defaults.items() if k not in batcher.model_fields_set}
+    engine_default = BatcherSettings()
+    unset = {
+        k: v
+        for k, v in defaults.items()
+        if k not in batcher.model_fields_set or getattr(batcher, k) == getattr(engine_default, k)
+    }
     return batcher.model_copy(update=unset) if unset else batcher
 
 

@@ -261,8 +261,10 @@ class _PipelineModel:
     def __init__(self, loaded: Any, device: str, batch_size: int = 64) -> None:
         from transformers import pipeline
 
+        # A model placed with device_map (every CUDA load here) must not be given a device: the pipeline refuses.
+        placed = getattr(loaded.model, "hf_device_map", None) is not None
         self._pipe: Any = pipeline(
-            "text-classification", model=loaded.model, tokenizer=loaded.tokenizer, device=device,
+            "text-classification", model=loaded.model, tokenizer=loaded.tokenizer, device=None if placed else device,
             batch_size=batch_size, top_k=None, function_to_apply="softmax",
         )  # fmt: skip
         id2label = loaded.model.config.id2label

@@ -140,6 +140,13 @@ def test_the_micro_batcher_takes_the_device_defaults_unless_set() -> None:
     assert batcher_settings_for(object(), BatcherSettings()) == BatcherSettings()  # CPU: the engine's defaults
 
 
+def test_a_cli_flag_elsewhere_in_the_engine_section_keeps_the_device_defaults() -> None:
+    from sigstream.settings import flag, load_settings, with_overrides
+
+    settings = with_overrides(load_settings(), flag("--interval", "5m", "engine.interval"))
+    assert batcher_settings_for(_OnCuda(), settings.engine.batcher).max_batch == BATCHER_DEFAULTS["cuda"]["max_batch"]
+
+
 def test_the_gpu_modules_import_without_torch() -> None:
     code = (
         "import sys, adapters.model.gpu_serving, sigstream.modes.bench, sigstream.modes.train.memory, "
