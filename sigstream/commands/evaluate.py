@@ -126,7 +126,7 @@ def eval_command(
             err=True,
         )
     if plot is not None:
-        plot_reliability(report["reliability"], report["ece"], plot, title=f"{data} | {report['model']}")
+        plot_reliability(report["reliability"], report["ece"], plot, title=f"{data} | {model or 'default adapter'}")
     Console(file=sys.stderr if json_out else sys.stdout).print(_table(report, data))
     if json_out:
         contract = {
