@@ -105,8 +105,9 @@ class ModelSettings(BaseModel):
         if not isinstance(data, dict) or data.get("base") not in BASE_WORDS:
             return data
         data = dict(data)
-        if data["base"] == "teacher":
-            data.setdefault("adapter", None)
+        # Also when a flag lays base=teacher over settings that already hold the default adapter (with_overrides).
+        if data["base"] == "teacher" and data.get("adapter") in (None, default_adapter_path()):
+            data["adapter"] = None
         data["base"] = resolve_base(data["base"])
         return data
 

@@ -78,3 +78,7 @@ def test_base_words_name_the_cached_models_and_say_how_to_get_them(
     served = ModelSettings(base="teacher")
     assert served.base == str(tmp_path / "sentiment")
     assert served.adapter is None  # the default adapter is MiniLM's: the teacher is served alone
+    from sigstream.settings import flag, load_settings, with_overrides
+
+    over = with_overrides(load_settings(), flag("--base", "teacher", "model.base")).model  # as `eval --base teacher`
+    assert over.base == str(tmp_path / "sentiment") and over.adapter is None
