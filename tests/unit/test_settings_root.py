@@ -20,7 +20,7 @@ from engine.events import Interval
 from sigstream.commands.run import run_settings
 from sigstream.commands.worker import worker_settings
 from sigstream.modes.train.config import LoraConfig, PrefixConfig, TrainConfig
-from sigstream.modes.train.methods import METHODS
+from sigstream.modes.train.methods import METHODS, FullConfig
 from sigstream.settings import Settings, flag, load_settings, with_overrides
 from tests.support.data import REPO_ROOT
 
@@ -151,7 +151,7 @@ def test_a_redis_client_needs_a_url() -> None:
 
 def test_each_method_is_registered_with_its_own_config_class() -> None:
     assert {name: m.config for name, m in METHODS.items()} == {
-        "lora": LoraConfig, "qlora": LoraConfig, "prefix": PrefixConfig,
+        "lora": LoraConfig, "qlora": LoraConfig, "prefix": PrefixConfig, "full": FullConfig,
     }  # fmt: skip
     assert isinstance(TrainConfig(method="prefix").tuner, PrefixConfig)
     assert isinstance(TrainConfig(method="qlora").tuner, LoraConfig)
@@ -169,7 +169,7 @@ def test_per_method_configs_reject_the_other_methods_fields() -> None:
     with pytest.raises(ValidationError, match="takes a PrefixConfig"):
         TrainConfig(method="prefix", tuner=LoraConfig())
     # Another method's field at its default is no request: it is dropped.
-    assert TrainConfig.model_validate({"method": "prefix", "rank": 8, "prefix_tokens": 5}).tuner == PrefixConfig(
+    assert TrainConfig.model_validate({"method": "prefix", "rank": 16, "prefix_tokens": 5}).tuner == PrefixConfig(
         prefix_tokens=5
     )
 
@@ -182,7 +182,7 @@ def test_per_method_configs_reject_the_other_methods_fields() -> None:
         (["--method", "qlora", "--prefix-projection"], "error: --prefix-projection is a setting of --method prefix"),
         (["--method", "lora", "--rank", "0"], "error: --rank: Input should be greater than or equal to 1"),
         # The other method's flags at their defaults pass; the run then fails on its own bad value.
-        (["--method", "prefix", "--rank", "8", "--alpha", "16", "--epochs", "0"], "error: --epochs:"),
+        (["--method", "prefix", "--rank", "16", "--alpha", "32", "--epochs", "0"], "error: --epochs:"),
     ],
 )
 def test_train_refuses_another_methods_flag_in_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
