@@ -59,6 +59,7 @@ def _peak_training_memory(method: str, out: Path) -> float:
         TrainConfig(
             method=method,
             data=[str(data)],
+            eval_data=[],  # the default scores fpb:50:test, which this memory check does not need
             out=out,
             epochs=1,
             batch_size=16,
