@@ -176,3 +176,21 @@ def test_qlora_ratios_come_from_the_peak_figures() -> None:
         "e": {"qlora_vs_lora": 0.25, "qlora_vs_lora-bf16": 0.5},
         "f": {"qlora_vs_lora": None, "qlora_vs_lora-bf16": None},
     }
+
+
+def test_bench_prints_counts_as_integers_and_rates_with_one_decimal() -> None:
+    from sigstream.commands import bench
+
+    result = {
+        "date": "2026-12-02",
+        "machine": "test",
+        "features": {"bars_per_s": 1.0},
+        "bar_building": {"trades_per_s": 1.0},
+        "kafka": {"frames": 12000, "news_sent": 40, "frames_per_s": 2345.67, "broker": "127.0.0.1:9092"},
+    }
+    with bench.console.capture() as captured:
+        bench._print(result)
+    text = captured.get()
+    assert "12,000 " in text and "12,000.0" not in text
+    assert " 40 " in text and "40.0" not in text
+    assert "2,345.7" in text
