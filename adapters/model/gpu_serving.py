@@ -350,7 +350,9 @@ class _CapturedForward:
                     call(input_ids, mask)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=_graph_pool()):
+            # thread_local: the tokenizer thread keeps allocating pinned host memory while this thread captures,
+            # which the default ("global") mode would count as an unsafe call inside the capture.
+            with torch.cuda.graph(graph, pool=_graph_pool(), capture_error_mode="thread_local"):
                 logits = call(input_ids, mask)
         except RuntimeError as exc:
             log.warning("CUDA graph capture failed at shape %s, served eagerly: %s", tuple(input_ids.shape), exc)
