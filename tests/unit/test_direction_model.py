@@ -84,7 +84,7 @@ class WordEmbedder(HashEmbedder):
 
 def test_the_model_learns_a_pattern_in_the_text_and_walk_forward_trains_only_on_known_labels() -> None:
     samples = _synthetic()
-    settings = DirectionSettings(epochs=200, hidden=16, folds=3)
+    settings = DirectionSettings(epochs=120, hidden=16, folds=3)
     folds = news_folds(samples, 3)
     for fold in folds:
         train = train_before(samples, fold.start_ms)
