@@ -425,11 +425,12 @@ def test_distilling_from_a_trained_adapter_over_unlabelled_text_trains_a_student
 ) -> None:
     teacher, _ = trained_lora
     extra = tmp_path / "extra.csv"
-    extra.write_text("text,label\nFortum profit rose,neutral\nKone sales fell,neutral\n")
+    unlabelled = [f"{c} {w}" for c in ("Fortum", "Kone") for w in ("profit rose", "sales fell", "opened a plant")]
+    extra.write_text("text,label\n" + "".join(f"{t},neutral\n" for t in unlabelled))
     cfg = tiny_config("lora", tiny_csv, tmp_path / "student", lr=3e-3, epochs=2, distill_from=str(teacher),
                       unlabelled=[str(extra)], distill_alpha=0.7)  # fmt: skip
     result = train(cfg)
-    assert len(result.step_losses) == 2 * 5  # 36 labelled + 2 unlabelled rows: still 5 batches of 8 per epoch
+    assert len(result.step_losses) == 2 * 6  # 36 labelled + 6 unlabelled rows: 6 batches of 8 per epoch
     assert result.step_losses[-1] < result.step_losses[0]
     assert json.loads((tmp_path / "student" / "training_config.json").read_text())["config"]["distill_from"]
 

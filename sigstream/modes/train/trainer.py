@@ -412,7 +412,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     # Validation loss is unweighted so early stopping tracks plain likelihood on the real class mix.
     val_loss_fn = torch.nn.CrossEntropyLoss()
 
-    steps_per_epoch = math.ceil(len(train_ex) / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)  # every text, the unlabelled distillation ones too
     total_steps = (
         steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
     )
