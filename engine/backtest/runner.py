@@ -288,6 +288,7 @@ class BacktestResult:
     unfilled_at_end: bool
     quality: DataQuality
     replay: RuntimeStats
+    policy: str = "sentiment"  # the engine policy whose decisions were traded
 
     @property
     def final_equity(self) -> float:
@@ -341,6 +342,7 @@ class BacktestResult:
         quality = self.quality
         return {
             "symbol": self.symbol,
+            "policy": self.policy,
             "interval": self.interval.value,
             "start_ts": self.points[0].ts,
             "end_ts": self.points[-1].ts,
@@ -401,4 +403,6 @@ async def run_backtest(
     runtime = Runtime(engine, batcher, RuntimeSinks(counted, decisions=[backtester]), on_progress=on_progress)
     window_ms = engine.settings.aggregator.window_ms
     report = await runtime.run(backtester.observe(items, news_horizon_ms=window_ms))
-    return backtester.result(report, engine.settings.aggregator.threshold)
+    result = backtester.result(report, engine.settings.aggregator.threshold)
+    result.policy = engine.policy.name
+    return result

@@ -169,6 +169,7 @@ def write_trades_csv(result: BacktestResult, path: Path) -> None:
                 "fees",
                 "pnl",
                 "return",
+                "policy",
             ]
         )
         for number, t in enumerate(result.trades, start=1):
@@ -188,6 +189,7 @@ def write_trades_csv(result: BacktestResult, path: Path) -> None:
                     f"{t.fees:.6f}",
                     f"{t.pnl:.6f}",
                     f"{t.return_pct:.6f}",
+                    result.policy,
                 ]
             )
 
@@ -290,7 +292,8 @@ def summary_markdown(report: dict[str, Any], image: str | None = None) -> str:
         f"position {100 * settings['position_size']:g}% of equity, confidence threshold "
         f"{settings['confidence_threshold']:g}, fees {settings['fee_bps']:g} bps, slippage "
         f"{settings['slippage_bps']:g} bps, {'long/short' if settings['allow_short'] else 'long/flat'}; "
-        "decisions at each bar close, filled at the next bar's open.",
+        f"decisions at each bar close by the `{report.get('policy', 'sentiment')}` policy, filled at the next bar's "
+        "open.",
         "",
         "| Metric | Strategy | Buy and hold |",
         "|---|---:|---:|",

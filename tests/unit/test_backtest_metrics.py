@@ -158,9 +158,10 @@ def test_report_folder_has_json_trade_log_png_and_summary(tmp_path: Path) -> Non
     assert saved["start"] == "2022-01-02T00:00:00Z"
     with (tmp_path / "trades.csv").open() as handle:
         trades = list(csv.DictReader(handle))
-    assert [(t["direction"], t["status"], t["entry_time"], t["exit_time"]) for t in trades] == [
-        ("long", "closed", "2022-01-03T00:00:00Z", "2022-01-05T00:00:00Z")
+    assert [(t["direction"], t["status"], t["entry_time"], t["exit_time"], t["policy"]) for t in trades] == [
+        ("long", "closed", "2022-01-03T00:00:00Z", "2022-01-05T00:00:00Z", "sentiment")
     ]
+    assert saved["policy"] == "sentiment"
     png = (tmp_path / "equity.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) < 200_000
     summary = (tmp_path / "summary.md").read_text()
