@@ -43,8 +43,9 @@ def bench(
     training_memory: bool = typer.Option(
         False,
         "--training-memory",
-        help="--device cuda: instead of serving, peak GPU memory and time per step of LoRA, 16-bit LoRA, QLoRA and "
-        "full fine-tuning on MiniLM and a random BERT-base, same batch (32) and length (128).",
+        help="--device cuda: instead of serving, peak GPU memory and time per step of LoRA, 16-bit LoRA, QLoRA "
+        "(also with gradient checkpointing) and full fine-tuning on MiniLM and a random BERT-base, same batch (32) "
+        "and length (128).",
     ),
     cpu_smoke: bool = typer.Option(
         False,

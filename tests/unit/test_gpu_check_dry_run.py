@@ -70,7 +70,7 @@ def test_the_training_memory_json_has_every_method_and_the_qlora_ratio(
     table = json.loads((dry_run[1] / "training-memory.json").read_text())
     rows = table["training_memory"]
     assert not [r for r in rows if "error" in r], rows
-    assert [r["method"] for r in rows] == ["lora", "lora-bf16", "qlora", "full"]
+    assert [r["method"] for r in rows] == ["lora", "lora-bf16", "qlora", "qlora+gc", "full"]
     assert len({(r["batch_size"], r["seq_len"]) for r in rows}) == 1  # the same batch for every method
     assert all(r["ms_per_step"] > 0 for r in rows)
     assert rows[-1]["trainable_params"] > rows[0]["trainable_params"]  # full fine-tuning trains everything

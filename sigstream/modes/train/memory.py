@@ -22,6 +22,8 @@ METHODS: dict[str, str] = {
     "lora": "LoRA with the trainer's defaults (r=16 on every Linear), fp32 base (sigstream train --method lora)",
     "lora-bf16": "the same LoRA on a bf16 base (16-bit LoRA)",
     "qlora": "the same LoRA on an NF4 base, double quant, bf16 compute (sigstream train --method qlora)",
+    # At 110M parameters activations, not weights, may dominate a batch of 32 x 128: this row shows that part.
+    "qlora+gc": "QLoRA with gradient checkpointing (TrainConfig.gradient_checkpointing)",
     "full": "full fine-tuning, fp32, every weight trained",
 }
 
@@ -51,9 +53,10 @@ def _build(method: str, base: str, device: str, batch: MemorySizes) -> Any:
     from sigstream.modes.train.methods import METHODS as TRAIN_METHODS
     from sigstream.modes.train.trainer import build_model
 
-    if method in {"lora", "qlora"}:
-        cfg = TrainConfig(method=method, base=base, device=device, batch_size=batch.batch_size,
-                          max_length=batch.seq_len, progress=False)  # fmt: skip
+    if method in {"lora", "qlora", "qlora+gc"}:
+        cfg = TrainConfig(method=method.removesuffix("+gc"), base=base, device=device, batch_size=batch.batch_size,
+                          max_length=batch.seq_len, gradient_checkpointing=method.endswith("+gc"),
+                          progress=False)  # fmt: skip
         return build_model(cfg, device)[1]
     if method == "lora-bf16":
         from peft import get_peft_model
@@ -150,13 +153,15 @@ def training_memory_table(
 
 
 def peak_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """Per encoder, QLoRA's peak memory over each LoRA row's (None where a figure is missing)."""
+    """Per encoder, each QLoRA row's peak memory over each LoRA row's (None where a figure is missing)."""
     out: dict[str, dict[str, float | None]] = {}
     for encoder in dict.fromkeys(r["encoder"] for r in rows):
-        peak = {r["method"]: r.get("peak_mb") for r in rows if r["encoder"] == encoder}
-        qlora = peak.get("qlora")
+        peak: dict[str, float] = {
+            r["method"]: float(r["peak_mb"]) for r in rows if r["encoder"] == encoder and r.get("peak_mb")
+        }
         out[encoder] = {
-            f"qlora_vs_{other}": round(qlora / peak[other], 3) if qlora and peak.get(other) else None
+            f"{q}_vs_{other}": round(peak[q] / peak[other], 3) if q in peak and other in peak else None
+            for q in ("qlora", "qlora+gc")
             for other in ("lora", "lora-bf16")
         }
     return out
