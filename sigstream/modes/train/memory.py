@@ -1,10 +1,10 @@
 """Training memory table (``sigstream bench --device cuda --training-memory``): peak GPU memory and time per
-optimizer step of LoRA, 16-bit LoRA, QLoRA and full fine-tuning, at the same batch and sequence length, on MiniLM and
-on a BERT-base-sized encoder (random init: memory and speed need no trained weights).
+optimizer step of LoRA, 16-bit LoRA, QLoRA (also checkpointed) and full fine-tuning, same batch and length, on MiniLM
+and on a BERT-base-sized encoder (random init: memory and speed need no trained weights).
 
-Each row builds its model the way ``sigstream train`` does (``trainer.build_model`` for ``lora`` and ``qlora``), so
-the figures are the trainer's own; ``lora-bf16`` (the chapter's 16-bit LoRA, the baseline of QLoRA's ~4x claim) and
-``full`` are built here. Peak memory is ``torch.cuda.max_memory_allocated`` from before the model is loaded to after
+Each row but one builds its model the way ``sigstream train`` does (``trainer.build_model``), so the figures are the
+trainer's own; ``lora-bf16`` (the chapter's 16-bit LoRA, the baseline of QLoRA's ~4x claim) is built here. Peak
+memory is ``torch.cuda.max_memory_allocated`` from before the model is loaded to after
 the last step: weights, gradients, optimizer state and activations. On CPU (the smoke run) memory is not measured.
 """
 
@@ -24,7 +24,7 @@ METHODS: dict[str, str] = {
     "qlora": "the same LoRA on an NF4 base, double quant, bf16 compute (sigstream train --method qlora)",
     # At 110M parameters activations, not weights, may dominate a batch of 32 x 128: this row shows that part.
     "qlora+gc": "QLoRA with gradient checkpointing (TrainConfig.gradient_checkpointing)",
-    "full": "full fine-tuning, fp32, every weight trained",
+    "full": "full fine-tuning, fp32, every weight trained (sigstream train --method full)",
 }
 
 
@@ -53,7 +53,7 @@ def _build(method: str, base: str, device: str, batch: MemorySizes) -> Any:
     from sigstream.modes.train.methods import METHODS as TRAIN_METHODS
     from sigstream.modes.train.trainer import build_model
 
-    if method in {"lora", "qlora", "qlora+gc"}:
+    if method in {"lora", "qlora", "qlora+gc", "full"}:
         cfg = TrainConfig(method=method.removesuffix("+gc"), base=base, device=device, batch_size=batch.batch_size,
                           max_length=batch.seq_len, gradient_checkpointing=method.endswith("+gc"),
                           progress=False)  # fmt: skip
@@ -64,9 +64,6 @@ def _build(method: str, base: str, device: str, batch: MemorySizes) -> Any:
         cfg = TrainConfig(method="lora", base=base, device=device, progress=False)
         model = client.load_base(base, dtype=torch.bfloat16, quiet=True)[0]
         return get_peft_model(model, TRAIN_METHODS["lora"].peft_config(cfg)).to(device)
-    if method == "full":
-        model = client.load_base(base, dtype=torch.float32, quiet=True)[0]
-        return model.to(device)
     raise ValueError(f"unknown row {method!r}; one of {', '.join(METHODS)}")
 
 
