@@ -23,7 +23,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from engine.errors import FatalError, InvalidInput
 from sigstream import __version__
 from sigstream.logs import configure_logging
-from sigstream.settings import use_config_file
+from sigstream.settings import shown_input, use_config_file
 
 # Commands are registered from their own modules so each stays small and owned in one place.
 COMMAND_MODULES = ("replay", "record", "bench", "train", "evaluate", "run", "worker", "backtest", "testserver",
@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Settings from the environment: name the variable, not a traceback.
         first = exc.errors()[0]
         where = "__".join(str(p).upper() for p in first["loc"])
-        typer.echo(f"error: SIGSTREAM_{where}: {first['msg']} (got {first.get('input')!r})", err=True)
+        typer.echo(f"error: SIGSTREAM_{where}: {first['msg']}{shown_input(first)}", err=True)
         raise SystemExit(2) from None
     except SettingsError as exc:
         # pydantic-settings could not decode a variable (a dict or list section given as plain text).

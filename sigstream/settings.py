@@ -43,6 +43,7 @@ from adapters.rss.config import RssSettings
 from adapters.web.config import DashboardSettings
 from engine.config import EngineSettings
 from engine.errors import InvalidInput
+from engine.redaction import redact_url
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -125,7 +126,7 @@ def load_settings() -> Settings:
         variable = ENV_PREFIX + "__".join(loc).upper()
         in_file = _lookup(data, loc)
         where = f"{file}: {'.'.join(loc)}" if variable not in os.environ and in_file and file else variable
-        raise InvalidInput(f"{where}: {first['msg']} (got {first.get('input')!r})") from None
+        raise InvalidInput(f"{where}: {first['msg']}{shown_input(first)}") from None
 
 
 def check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
@@ -304,7 +305,20 @@ def validated(model: type[M], **values: Any) -> M:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-")
-        raise InvalidInput(f"{name}: {first['msg']} (got {first.get('input')!r})") from None
+        raise InvalidInput(f"{name}: {first['msg']}{shown_input(first)}") from None
+
+
+_SECRET_WORDS = ("password", "secret", "token", "credential", "key")
+
+
+def shown_input(error: Mapping[str, Any]) -> str:
+    """`` (got VALUE)`` for a validation error's one-line message, or nothing where the value may be a secret:
+    a secret-named field, or a whole section (a dict or list may hold one). URLs are shown with passwords masked."""
+    value = error.get("input")
+    field = str(error["loc"][-1]).lower() if error.get("loc") else ""
+    if isinstance(value, Mapping | list | tuple) or any(word in field for word in _SECRET_WORDS):
+        return ""
+    return f" (got {redact_url(value)!r})" if isinstance(value, str) else f" (got {value!r})"
 
 
 def _check_path(model: type[BaseModel], path: str) -> None:
@@ -334,4 +348,4 @@ def _named(exc: ValidationError, section: str, values: Mapping[tuple[str, ...], 
         where = f.name if f.name == f"--{field}" else f"{f.name} (as {'.'.join((section, *rest[:-1]))} --{field})"
     else:  # a check across fields: every flag of the section took part
         where = ", ".join(dict.fromkeys(f.name for f in values.values()))
-    return InvalidInput(f"{where}: {first['msg']} (got {first.get('input')!r})")
+    return InvalidInput(f"{where}: {first['msg']}{shown_input(first)}")
