@@ -12,5 +12,9 @@ from adapters.model.classifier import (  # noqa: E402
     load_sentiment_model,
 )
 from adapters.model.config import ModelSettings  # noqa: E402 - after the logger level, before bitsandbytes loads
+from adapters.model.gpu_serving import GpuSentimentModel  # noqa: E402 - registers the CUDA serving path
 
-__all__ = ["BaselineSentimentModel", "ModelSettings", "TransformersSentimentModel", "load_sentiment_model"]
+__all__ = [
+    "BaselineSentimentModel", "GpuSentimentModel", "ModelSettings", "TransformersSentimentModel",
+    "load_sentiment_model",
+]

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from adapters.model.calibration import scale_logits, served_temperature
@@ -44,6 +44,12 @@ Probs = tuple[float, float, float]
 # Row counts that are multiples of 8 get the same bits per row from MKL's fp32 GEMM (1 to 11 rows, bar 4 and 8,
 # do not); see the module docstring.
 ROW_MULTIPLE = 8
+
+
+DEVICE_SERVING: dict[str, Callable[[LoadedClassifier, ModelSettings], TransformersSentimentModel]] = {}
+"""Serving paths of their own per device, registered by the module that holds one (``cuda``:
+:mod:`adapters.model.gpu_serving`, which builds on this module, so it registers itself rather than being imported
+here). A device without an entry is served by :class:`TransformersSentimentModel` itself."""
 
 
 class TransformersSentimentModel:
@@ -98,11 +104,8 @@ class TransformersSentimentModel:
         settings = settings or ModelSettings()
         _apply_threads(settings)
         loaded = load_classifier(settings)
-        if loaded.device == "cuda":
-            # Token-budget batches with tokenization overlapped; imported here, as it builds on this module.
-            from adapters.model.gpu_serving import GpuSentimentModel
-
-            return GpuSentimentModel.from_loaded(loaded, settings)
+        if (serve_on_device := DEVICE_SERVING.get(loaded.device)) is not None:
+            return serve_on_device(loaded, settings)
         return cls(
             loaded,
             batch_size=settings.batch_size,

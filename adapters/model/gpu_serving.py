@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.model.calibration import scale_logits, served_temperature
-from adapters.model.classifier import ROW_MULTIPLE, Probs, TransformersSentimentModel
+from adapters.model.classifier import DEVICE_SERVING, ROW_MULTIPLE, Probs, TransformersSentimentModel
 from adapters.model.client import LoadedClassifier, load_classifier
 from adapters.model.config import ModelSettings
 from engine.config import BatcherSettings
@@ -407,3 +407,6 @@ def save_random_encoder(out: Path, *, size: str = "base", tokenizer_from: str | 
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+DEVICE_SERVING["cuda"] = GpuSentimentModel.from_loaded
