@@ -96,10 +96,8 @@ def _read(path: Path, load: Callable[[], T]) -> T:
 
 def _interval(text: str) -> Interval:
     """Engine spelling (1m, 5m, 15m, 1h, 1d) or Bybit's (1, 5, 15, 60, D)."""
-    try:
+    if text in {interval.value for interval in Interval}:
         return Interval(text)
-    except ValueError:
-        pass
     try:
         return parse_interval(text)
     except InvalidInput:
