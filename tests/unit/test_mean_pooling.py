@@ -88,8 +88,9 @@ def test_a_mean_pooled_adapter_is_served_mean_pooled(tmp_path: Path) -> None:
     with torch.inference_mode():
         batch = result.tokenizer(texts, padding=True, truncation=True, max_length=16, return_tensors="pt")
         in_memory = torch.softmax(result.model(**batch).logits, -1).tolist()
+    # Training now also fits calibration.json; compared with the raw in-memory model, the served one must not scale.
     served = TransformersSentimentModel.optimized(
-        ModelSettings(adapter=str(tmp_path / "out"), quantize="none", device="cpu", max_length=16)
+        ModelSettings(adapter=str(tmp_path / "out"), quantize="none", device="cpu", max_length=16, calibrate=False)
     )
     assert isinstance(served.model.base_model.pooler, MaskedMeanPooler)
     reloaded = [list(p) for p in served.predict_proba(texts)]
