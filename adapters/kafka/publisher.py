@@ -151,7 +151,9 @@ class RecordingPublisher:
         self._scan_from: dict[TopicPartition, int] = {}  # lowest offset whose seq counts when reading back
         self._done: dict[TopicPartition, int] = {}  # --resume: the last seq already on each partition
         self._window: list[_Record] = []  # records sent and not yet known to be acknowledged, in send order
-        self._recovered = False  # a recovery happened since the broker's end offsets were last read
+        # The acknowledged offsets may be short of the broker's end offsets: a recovery happened, or an ack
+        # came without a usable offset (DuplicateSequenceNumber); news is then stamped from the broker's word.
+        self._offsets_unsure = False
         self._window_since = 0.0
         self._last_ack = 0.0
         self._outage_since: float | None = None
@@ -208,14 +210,11 @@ class RecordingPublisher:
             # The market offsets stamped on news must be acknowledged ones, and the news offsets stamped on
             # later market records too: the window never holds news copies and market records together.
             await self._settle()
-            if self._recovered:
-                # After a recovery, a record of the dropped producer may have landed after the broker was read:
-                # stamp news from the broker's own end offsets, never from a count that may be one short.
-                self._follow((await self._read_broker(scan=set()))[0])
-                self._recovered = False
+            await self._make_offsets_sure()
             for record in records:
                 await self._put(record)
             await self._settle()
+            await self._make_offsets_sure()  # the market records after it stamp the news offsets
             return
         if isinstance(item, DeadLetter):
             self.report.dead_letters += 1
@@ -295,16 +294,26 @@ class RecordingPublisher:
         future.add_done_callback(self._acked)
 
     def _acked(self, future: asyncio.Future[Any]) -> None:
-        if future.cancelled() or future.exception() is not None:
-            return
-        self._last_ack = time.monotonic()
-        meta = future.result()
+        # Only the time: offsets are taken in _await_window, in send order. A done callback runs one loop step
+        # after its future is done, so a window that is all done may still have callbacks to run: offsets read
+        # from callbacks were once one short when news was stamped right after its market records' acks.
+        if not future.cancelled() and future.exception() is None:
+            self._last_ack = time.monotonic()
+
+    def _take_offsets(self, futures: Sequence[asyncio.Future[Any]]) -> None:
+        """Follow the offsets of acknowledged records, in send order (each partition's in offset order)."""
         topics = self._settings.topics
-        following = {topics.market_raw: self._market_next, topics.news_raw: self._news_next}.get(meta.topic)
-        # max(): a late acknowledgement from a dropped producer, or DuplicateSequenceNumber's offset -1,
-        # never moves an offset back.
-        if following is not None and meta.offset + 1 > following.get(meta.partition, 0):
-            following[meta.partition] = meta.offset + 1
+        for future in futures:
+            meta = future.result()
+            following = {topics.market_raw: self._market_next, topics.news_raw: self._news_next}.get(meta.topic)
+            if following is None:
+                continue
+            if meta.offset + 1 > following.get(meta.partition, 0):
+                following[meta.partition] = meta.offset + 1
+            else:
+                # A partition's acks only move forward; one that does not is a duplicate's (aiokafka reports
+                # DuplicateSequenceNumber as a success with base offset -1): the broker is asked before news.
+                self._offsets_unsure = True
 
     async def _await_window(self) -> None:
         """Acknowledgements for the whole window, or TransientError when nothing comes for ack_timeout_s."""
@@ -323,6 +332,7 @@ class RecordingPublisher:
             if now - progress >= self._ack_timeout_s or not await _reachable(self._settings.bootstrap):
                 raise TransientError(f"kafka at {self._settings.bootstrap}: {len(pending):,} records not "
                                      f"acknowledged in {now - progress:.1f} s")
+        acked: list[asyncio.Future[Any]] = []
         for future in futures:
             assert future is not None
             exc = future.exception()
@@ -330,6 +340,8 @@ class RecordingPublisher:
                 raise translate(exc, f"kafka at {self._settings.bootstrap}") from exc
             if exc is not None:
                 raise exc
+            acked.append(future)
+        self._take_offsets(acked)
         self._window.clear()
 
     # -- faults -----------------------------------------------------------------------------------
@@ -404,7 +416,7 @@ class RecordingPublisher:
 
     async def _resend(self) -> None:
         """One recovery attempt (steps 1-3 of :meth:`_recover`)."""
-        self._recovered = True
+        self._offsets_unsure = True
         await self._drop_producer()
         ends, last = await self._read_broker(scan={r.tp for r in self._window})
         self._follow(ends)
@@ -450,6 +462,20 @@ class RecordingPublisher:
         if self._producer is None:
             self._producer = await start_producer(self._settings, self._ack_timeout_s, **self._producer_options())
             self._owned = True
+
+    async def _make_offsets_sure(self) -> None:
+        """With nothing unacknowledged, follow the broker's end offsets if the acknowledged ones may be short.
+
+        After a recovery a record of the dropped producer may have landed after the broker was read, and a
+        duplicate's ack carries no offset: stamps then come from the broker's word, never from a count that
+        may be one short.
+        """
+        if self._offsets_unsure:
+            self._follow(await self.through_outage(self._end_offsets))
+            self._offsets_unsure = False
+
+    async def _end_offsets(self) -> dict[TopicPartition, int]:
+        return (await self._read_broker(scan=set()))[0]
 
     def _follow(self, ends: dict[TopicPartition, int]) -> None:
         topics = self._settings.topics
