@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -421,8 +422,9 @@ def test_unlabelled_distillation_text_never_includes_a_held_out_or_labelled_text
 
 
 def test_distilling_from_a_trained_adapter_over_unlabelled_text_trains_a_student(
-    trained_lora: tuple[Path, object], tiny_csv: Path, tmp_path: Path
+    trained_lora: tuple[Path, object], tiny_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("SIGSTREAM_CACHE", str(tmp_path / "cache"))  # the teacher's probabilities are cached there
     teacher, _ = trained_lora
     extra = tmp_path / "extra.csv"
     unlabelled = [f"{c} {w}" for c in ("Fortum", "Kone") for w in ("profit rose", "sales fell", "opened a plant")]
@@ -433,6 +435,38 @@ def test_distilling_from_a_trained_adapter_over_unlabelled_text_trains_a_student
     assert len(result.step_losses) == 2 * 6  # 36 labelled + 6 unlabelled rows: 6 batches of 8 per epoch
     assert result.step_losses[-1] < result.step_losses[0]
     assert json.loads((tmp_path / "student" / "training_config.json").read_text())["config"]["distill_from"]
+
+
+def test_teacher_probabilities_are_cached_per_teacher_and_texts(
+    trained_lora: tuple[Path, object], tiny_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sigstream.modes.train import trainer
+
+    monkeypatch.setenv("SIGSTREAM_CACHE", str(tmp_path / "cache"))
+    teacher, _ = trained_lora
+    texts = ["Acme profit rose sharply", "Kone cut to sell", "the meeting is on Tuesday"]
+    cfg = tiny_config("lora", tiny_csv, tmp_path / "student", distill_from=str(teacher))
+    scored: list[int] = []
+    real = TransformersSentimentModel.optimized
+
+    def counting(settings: object) -> TransformersSentimentModel:
+        scored.append(1)
+        return real(settings)
+
+    monkeypatch.setattr(TransformersSentimentModel, "optimized", staticmethod(counting))
+    first = trainer.distill_targets(cfg, texts)
+    again = trainer.distill_targets(cfg.model_copy(update={"distill_temperature": 1.0}), texts)
+    assert len(scored) == 1, "the same teacher over the same texts is scored once"
+    # The cache holds probabilities: another temperature re-tempers them exactly.
+    raw = trainer.orjson.loads(trainer.teacher_probs_path(trainer.teacher_settings(cfg), texts).read_bytes())
+    assert again == [trainer.softmax([math.log(p) for p in row], 1.0) for row in raw]
+    assert first == [trainer.softmax([math.log(p) for p in row], cfg.distill_temperature) for row in raw]
+    trainer.distill_targets(cfg, [*texts, "one more"])
+    assert len(scored) == 2, "other texts miss the cache"
+    weights = next(teacher.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1))
+    assert trainer.distill_targets(cfg, texts) == first
+    assert len(scored) == 3, "a retrained teacher (its files changed) misses the cache"
 
 
 def test_full_fine_tuning_saves_a_model_that_serves_alone(tiny_csv: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ bar, and on exit: the best adapter, ``training_config.json``, ``metrics.json`` a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -18,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from adapters.datasets import Example, LabelledSet, load_specs, stratified_split
 from adapters.datasets.loader import split_examples
@@ -292,15 +295,46 @@ def distill_targets(cfg: TrainConfig, texts: Sequence[str]) -> list[list[float]]
     """The teacher's soft labels ``softmax(log p / T)`` per text, in label order (bearish, neutral, bullish).
 
     ``log p`` is the logits up to a per-row constant, which softmax ignores; the teacher is scored once, through the
-    serving path, before the student's first step.
+    serving path, before the student's first step. Its probabilities are kept in the cache (``teacher_cache()/
+    distill``), keyed by the teacher's files, serving settings and the texts, so that another student of the same
+    teacher over the same texts (a different temperature, alpha or recipe) does not score them again.
     """
-    from adapters.model import TransformersSentimentModel
+    settings = teacher_settings(cfg)
+    cached = teacher_probs_path(settings, texts)
+    if cached.is_file():
+        probs = orjson.loads(cached.read_bytes())
+        log.info("teacher probabilities of %d texts from %s", len(texts), cached)
+    else:
+        from adapters.model import TransformersSentimentModel
 
-    teacher = TransformersSentimentModel.optimized(teacher_settings(cfg))
-    started = time.perf_counter()
-    probs = teacher.predict_proba(list(texts))
-    log.info("teacher %s: %d texts in %.0f s", teacher.description, len(texts), time.perf_counter() - started)
+        teacher = TransformersSentimentModel.optimized(settings)
+        started = time.perf_counter()
+        probs = teacher.predict_proba(list(texts))
+        log.info("teacher %s: %d texts in %.0f s", teacher.description, len(texts), time.perf_counter() - started)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(".partial")
+        partial.write_bytes(orjson.dumps(probs))
+        partial.replace(cached)  # a killed run leaves no half-written cache entry
     return [softmax([math.log(max(p, 1e-45)) for p in row], cfg.distill_temperature) for row in probs]
+
+
+def teacher_probs_path(settings: Any, texts: Sequence[str]) -> Path:
+    """Where the teacher's probabilities of ``texts`` are cached: a digest of every file of the teacher's model
+    directories (name, size, mtime), its serving settings and the texts, so retraining the teacher misses."""
+    from adapters.model.teacher import resolve_base, teacher_cache
+
+    digest = hashlib.sha256(settings.model_dump_json().encode())
+    for name in (settings.base, settings.adapter):
+        directory = Path(resolve_base(name)) if name else None
+        if directory is None or not directory.is_dir():
+            digest.update(f"<{name}>".encode())  # a hub id: its revision is the hub's business
+            continue
+        for file in sorted(f for f in directory.rglob("*") if f.is_file() and "checkpoint" not in f.parts):
+            stat = file.stat()
+            digest.update(f"{file.relative_to(directory)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    for text in texts:
+        digest.update(text.encode() + b"\x00")
+    return teacher_cache() / "distill" / f"{digest.hexdigest()[:32]}.json"
 
 
 def unlabelled_texts(cfg: TrainConfig, train_ex: Sequence[Example], val_ex: Sequence[Example]) -> list[str]:
