@@ -193,6 +193,20 @@ def test_automatic_cpu_serving_uses_bf16_only_where_the_cpu_computes_it(
         assert flat(together) == pytest.approx(flat(alone), abs=0.02)  # hardly moved by batch mates
 
 
+def test_automatic_cpu_serving_picks_int8_only_for_the_bundled_base(monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapters.model import client
+    from adapters.model.config import bundled_base_path
+
+    monkeypatch.setattr(client, "cpu_has_native_bf16", lambda: False)
+    for base in (None, bundled_base_path(), client.BUNDLED_BASE_HUB_ID):
+        assert client.resolve_quantize("auto", "cpu", None, base) == "int8-dynamic"
+    # The teacher under INT8 scored weighted F1 0.09: another base is served in exact fp32 unless asked otherwise.
+    assert client.resolve_quantize("auto", "cpu", None, "/cache/sigstream/sentiment") == "none"
+    assert client.resolve_quantize("int8-dynamic", "cpu", None, "/cache/sigstream/sentiment") == "int8-dynamic"
+    monkeypatch.setattr(client, "cpu_has_native_bf16", lambda: True)
+    assert client.resolve_quantize("auto", "cpu", None, "/cache/sigstream/sentiment") == "none"  # bf16 weights
+
+
 def test_resume_continues_from_the_checkpoint(tiny_csv: Path, tmp_path: Path) -> None:
     cfg = tiny_config("lora", tiny_csv, tmp_path / "r", lr=3e-3, epochs=2, evals_per_epoch=4)
     first = train(cfg.model_copy(update={"max_steps": 3, "keep_checkpoint": True}))
