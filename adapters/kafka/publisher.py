@@ -303,9 +303,10 @@ class RecordingPublisher:
     def _take_offsets(self, futures: Sequence[asyncio.Future[Any]]) -> None:
         """Follow the offsets of acknowledged records, in send order (each partition's in offset order)."""
         topics = self._settings.topics
+        next_offsets = {topics.market_raw: self._market_next, topics.news_raw: self._news_next}
         for future in futures:
             meta = future.result()
-            following = {topics.market_raw: self._market_next, topics.news_raw: self._news_next}.get(meta.topic)
+            following = next_offsets.get(meta.topic)
             if following is None:
                 continue
             if meta.offset + 1 > following.get(meta.partition, 0):
