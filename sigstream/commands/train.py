@@ -99,14 +99,23 @@ def train_command(
         None, "--save-steps", help="Also checkpoint every N optimizer steps (an early Ctrl-C keeps the work)."
     ),
     autocast: str = typer.Option("none", "--autocast", help="none or bf16 (autocast; fast on AMX CPUs and CUDA)."),
-    distill_from: str | None = typer.Option(
-        None, "--distill-from", help="Teacher to distil from: adapter dir, full model dir, or 'teacher'."
+    distill_from: list[str] = typer.Option(
+        [],
+        "--distill-from",
+        help="Teacher to distil from: adapter dir, full model dir, or 'teacher'. Repeat it for an ensemble "
+        "(the teachers' probabilities are averaged).",
     ),
     distill_base: str | None = typer.Option(None, "--distill-base", help="Base under a teacher adapter."),
     distill_temperature: float = typer.Option(2.0, "--distill-temperature", help="Distillation temperature."),
     distill_alpha: float = typer.Option(0.5, "--distill-alpha", help="Weight of the KL term (1-alpha: CE)."),
     unlabelled: list[str] = typer.Option(
         [], "--unlabelled", help="Unlabelled distillation texts (repeatable): cryptonews, or a spec (labels dropped)."
+    ),
+    distill_augment: int = typer.Option(
+        0,
+        "--distill-augment",
+        help="Distillation: add N perturbed copies of each labelled training text (word deletion, span sampling), "
+        "taught by the teacher's soft labels only.",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the run's metrics as JSON."),
 ) -> None:
@@ -129,7 +138,7 @@ def train_command(
         "evals_per_epoch": evals_per_epoch, "max_examples": max_examples, "device": device, "resume": resume,
         "keep_checkpoint": keep_checkpoint, "num_threads": threads, "save_steps": save_steps, "autocast": autocast,
         "distill_from": distill_from, "distill_base": distill_base, "distill_temperature": distill_temperature,
-        "distill_alpha": distill_alpha, "unlabelled": unlabelled,
+        "distill_alpha": distill_alpha, "unlabelled": unlabelled, "distill_augment": distill_augment,
     }  # fmt: skip
     # No --data: the shipped recipe's data and held-out split (TrainConfig's defaults); with --data, only the
     # held-out specs asked for.

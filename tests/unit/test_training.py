@@ -472,7 +472,8 @@ def test_teacher_probabilities_are_cached_per_teacher_and_texts(
     again = trainer.distill_targets(cfg.model_copy(update={"distill_temperature": 1.0}), texts)
     assert len(scored) == 1, "the same teacher over the same texts is scored once"
     # The cache holds probabilities: another temperature re-tempers them exactly.
-    raw = trainer.orjson.loads(trainer.teacher_probs_path(trainer.teacher_settings(cfg), texts).read_bytes())
+    settings = trainer.teacher_settings(cfg, str(teacher))
+    raw = trainer.orjson.loads(trainer.teacher_probs_path(settings, texts).read_bytes())
     assert again == [trainer.softmax([math.log(p) for p in row], 1.0) for row in raw]
     assert first == [trainer.softmax([math.log(p) for p in row], cfg.distill_temperature) for row in raw]
     trainer.distill_targets(cfg, [*texts, "one more"])
@@ -481,6 +482,71 @@ def test_teacher_probabilities_are_cached_per_teacher_and_texts(
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1))
     assert trainer.distill_targets(cfg, texts) == first
     assert len(scored) == 3, "a retrained teacher (its files changed) misses the cache"
+
+
+def test_an_ensemble_of_teachers_teaches_the_mean_of_their_probabilities(
+    tiny_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sigstream.modes.train import trainer
+
+    scores = {"a": [[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], "b": [[0.1, 0.2, 0.7], [0.3, 0.3, 0.4]]}
+    monkeypatch.setattr(trainer, "teacher_settings", lambda _cfg, teacher: teacher)
+    monkeypatch.setattr(trainer, "teacher_probs", lambda teacher, _texts: scores[teacher])
+    cfg = tiny_config("lora", tiny_csv, tmp_path, distill_from=["a", "b"], distill_temperature=2.0)
+    mean = [[0.4, 0.2, 0.4], [0.2, 0.2, 0.6]]  # by hand
+    expected = [trainer.softmax([math.log(p) for p in row], 2.0) for row in mean]
+    assert flat(trainer.distill_targets(cfg, ["x", "y"])) == pytest.approx(flat(expected), abs=1e-12)
+    alone = [trainer.softmax([math.log(p) for p in row], 2.0) for row in scores["a"]]
+    one = cfg.model_copy(update={"distill_from": ["a"]})
+    assert flat(trainer.distill_targets(one, ["x", "y"])) == pytest.approx(flat(alone), abs=1e-12)
+
+
+def test_a_training_config_with_one_teacher_as_a_string_still_loads(tmp_path: Path) -> None:
+    saved = tmp_path / "training_config.json"
+    saved.write_text(json.dumps({"config": {"method": "lora", "out": "x", "distill_from": "teacher"}}))
+    assert TrainConfig.load(saved).distill_from == ["teacher"]
+    saved.write_text(json.dumps({"config": {"method": "lora", "out": "x", "distill_from": None}}))
+    assert TrainConfig.load(saved).distill_from == []
+
+
+def test_augmenting_without_a_teacher_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="distill_from"):
+        TrainConfig(out=tmp_path, distill_augment=2)
+
+
+def test_augmented_variants_are_seeded_shorter_in_order_and_never_the_source() -> None:
+    from sigstream.modes.train.augment import augmented_texts
+
+    texts = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn", "Sales fell", "Kone cut its outlook for 2009"]
+    first = list(augmented_texts(texts, 3, seed=42))
+    assert first == list(augmented_texts(texts, 3, seed=42))
+    assert first != list(augmented_texts(texts, 3, seed=7))
+    assert len(first) == len(set(first)) and 3 < len(first) <= 6  # "Sales fell" is too short to vary
+    for variant in first:
+        source = next(t for t in texts if set(variant.split()) <= set(t.split()))
+        words, kept = source.split(), variant.split()
+        assert variant != source and len(kept) >= 3
+        it = iter(words)
+        assert all(w in it for w in kept), "a variant keeps its source's words in their order"
+
+
+def test_augmented_transfer_texts_come_from_training_texts_and_skip_held_out_ones(
+    tiny_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sigstream.modes.train import trainer
+
+    cfg = tiny_config("lora", tiny_csv, tmp_path, distill_from=["teacher"], distill_augment=2)
+    train_ex, val_ex, _ = trainer.load_training_data(cfg)
+    sources: list[list[str]] = []
+
+    def fake_variants(texts: object, copies: int, seed: int) -> list[str]:
+        sources.append(list(texts))  # type: ignore[call-overload]
+        return ["a fresh variant here", val_ex[0].text, train_ex[1].text]
+
+    monkeypatch.setattr(trainer, "augmented_texts", fake_variants)
+    kept = trainer.unlabelled_texts(cfg.model_copy(update={"eval_data": []}), train_ex, val_ex)
+    assert kept == ["a fresh variant here"]  # the validation text and the labelled one are left out
+    assert sources == [list(dict.fromkeys(e.text for e in train_ex))]  # only training texts are varied
 
 
 def test_full_fine_tuning_saves_a_model_that_serves_alone(tiny_csv: Path, tmp_path: Path) -> None:

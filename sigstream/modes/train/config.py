@@ -88,8 +88,10 @@ class TrainConfig(BaseModel):
     focal_gamma: float | None = Field(None, ge=0, description="Use focal loss with this gamma instead of CE.")
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="Label smoothing of the cross-entropy.")
     # distillation (trainer.distill_targets): soft labels of a teacher over the labelled and unlabelled texts
-    distill_from: str | None = Field(
-        None, description="Teacher to distil from: an adapter dir, a full model dir, or the word 'teacher'."
+    distill_from: list[str] = Field(
+        default_factory=list,
+        description="Teachers to distil from (an adapter dir, a full model dir, or the word 'teacher'); several are "
+        "an ensemble whose probabilities are averaged. Empty: no distillation.",
     )
     distill_base: str | None = Field(None, description="Base under a teacher adapter; default: the serving default.")
     distill_temperature: float = Field(2.0, gt=0, description="Softmax temperature of teacher and student in the KL.")
@@ -99,6 +101,13 @@ class TrainConfig(BaseModel):
     unlabelled: list[str] = Field(
         default_factory=list,
         description="Unlabelled in-domain specs for distillation (cryptonews, or labelled specs with labels dropped).",
+    )
+    distill_augment: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="Perturbed copies of each labelled training text added to the distillation transfer set, with "
+        "only the teacher's soft label (word deletion and span sampling; Tang et al. 2019).",
     )
     autocast: Literal["none", "bf16"] = Field(
         "none", description="bf16 autocast of forward passes (fast on a CPU with AMX/AVX512-BF16, and on CUDA)."
@@ -142,6 +151,20 @@ class TrainConfig(BaseModel):
         elif own:
             raise ValueError(f"{', '.join(own)} given both flat and in tuner")
         return data
+
+    @field_validator("distill_from", mode="before")
+    @classmethod
+    def _teachers_as_list(cls, value: Any) -> Any:
+        # training_config.json files written before ensembles hold one teacher as a string, or null.
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _augment_needs_a_teacher(self) -> TrainConfig:
+        if self.distill_augment and not self.distill_from:
+            raise ValueError("distill_augment adds texts with only a teacher's soft label: give distill_from too")
+        return self
 
     @field_validator("method")
     @classmethod

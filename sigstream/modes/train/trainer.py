@@ -15,7 +15,7 @@ import random
 import resource
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from adapters.model import client
 from adapters.model.calibration import calibrate, expected_calibration_error, softmax
 from engine.errors import FatalError, InvalidInput
 from engine.events import SENTIMENT_LABELS
+from sigstream.modes.train.augment import augmented_texts
 from sigstream.modes.train.config import TrainConfig
 from sigstream.modes.train.methods import get_method
 from sigstream.modes.train.metrics import classification_metrics
@@ -263,7 +264,7 @@ def training_objective(
     texts = [e.text for e in train_ex]
     labels = [label_index[e.label] for e in train_ex]
     loss_fn = make_loss(cfg, class_weights(labels) if cfg.class_weights else None, device)
-    if cfg.distill_from is None:
+    if not cfg.distill_from:
         return texts, labels, lambda logits, y, _idx: loss_fn(logits, y)
     extra = unlabelled_texts(cfg, train_ex, val_ex)
     texts += extra
@@ -274,12 +275,10 @@ def training_objective(
     return texts, labels, lambda logits, y, idx: distill(logits, y, soft[idx])
 
 
-def teacher_settings(cfg: TrainConfig) -> Any:
-    """Serving settings of the teacher named by ``cfg.distill_from`` (its raw logits: calibration off)."""
+def teacher_settings(cfg: TrainConfig, teacher: str) -> Any:
+    """Serving settings of ``teacher``, one of ``cfg.distill_from`` (its raw logits: calibration off)."""
     from adapters.model import ModelSettings
 
-    teacher = cfg.distill_from
-    assert teacher is not None
     if teacher == "teacher":
         return ModelSettings(base="teacher", calibrate=False)
     path = Path(teacher)
@@ -294,12 +293,20 @@ def teacher_settings(cfg: TrainConfig) -> Any:
 def distill_targets(cfg: TrainConfig, texts: Sequence[str]) -> list[list[float]]:
     """The teacher's soft labels ``softmax(log p / T)`` per text, in label order (bearish, neutral, bullish).
 
-    ``log p`` is the logits up to a per-row constant, which softmax ignores; the teacher is scored once, through the
-    serving path, before the student's first step. Its probabilities are kept in the cache (``teacher_cache()/
-    distill``), keyed by the teacher's files, serving settings and the texts, so that another student of the same
-    teacher over the same texts (a different temperature, alpha or recipe) does not score them again.
+    ``log p`` is the logits up to a per-row constant, which softmax ignores. With several teachers, ``p`` is the
+    mean of their probabilities (an ensemble teaches better than each member).
     """
-    settings = teacher_settings(cfg)
+    members = [teacher_probs(teacher_settings(cfg, teacher), texts) for teacher in cfg.distill_from]
+    probs = [[sum(column) / len(members) for column in zip(*rows, strict=True)] for rows in zip(*members, strict=True)]
+    return [softmax([math.log(max(p, 1e-45)) for p in row], cfg.distill_temperature) for row in probs]
+
+
+def teacher_probs(settings: Any, texts: Sequence[str]) -> list[list[float]]:
+    """One teacher's probabilities of ``texts``, scored once through the serving path before the student's first
+    step. They are kept in the cache (``teacher_cache()/distill``), keyed by the teacher's files, serving settings
+    and the texts, so that another student of the same teacher over the same texts (a different temperature, alpha
+    or recipe) does not score them again.
+    """
     cached = teacher_probs_path(settings, texts)
     if cached.is_file():
         probs = orjson.loads(cached.read_bytes())
@@ -315,7 +322,7 @@ def distill_targets(cfg: TrainConfig, texts: Sequence[str]) -> list[list[float]]
         partial = cached.with_suffix(".partial")
         partial.write_bytes(orjson.dumps(probs))
         partial.replace(cached)  # a killed run leaves no half-written cache entry
-    return [softmax([math.log(max(p, 1e-45)) for p in row], cfg.distill_temperature) for row in probs]
+    return probs
 
 
 def teacher_probs_path(settings: Any, texts: Sequence[str]) -> Path:
@@ -356,16 +363,24 @@ def unlabelled_texts(cfg: TrainConfig, train_ex: Sequence[Example], val_ex: Sequ
     seen = {_cross_level_key(e.text) for e in train_ex}
     kept: list[str] = []
     dropped = 0
-    for spec in cfg.unlabelled:
-        for text in load_unlabelled(spec):
+    sources: dict[str, Iterable[str]] = {spec: load_unlabelled(spec) for spec in cfg.unlabelled}
+    if cfg.distill_augment:
+        # Variants of the labelled training texts only (each once, however often the data repeats it).
+        labelled = dict.fromkeys(e.text for e in train_ex)
+        sources[f"{cfg.distill_augment} variants per training text"] = augmented_texts(
+            labelled, cfg.distill_augment, cfg.seed
+        )
+    for name, source in sources.items():
+        before = len(kept)
+        for text in source:
             key = _cross_level_key(text)
             if key in held_out or key in seen:
                 dropped += 1
                 continue
             seen.add(key)
             kept.append(text)
-    log.info("unlabelled: %d texts from %s (%d held out, labelled or repeated, left out)", len(kept),
-             ", ".join(cfg.unlabelled) or "nothing", dropped)  # fmt: skip
+        log.info("unlabelled: %d texts from %s", len(kept) - before, name)
+    log.info("unlabelled: %d texts in all (%d held out, labelled or repeated, left out)", len(kept), dropped)
     return kept
 
 
