@@ -157,6 +157,8 @@ def train_command(
         "target_modules": [t.strip() for t in target_modules.split(",") if t.strip()],
         "prefix_tokens": prefix_tokens, "prefix_projection": prefix_projection,
     }  # fmt: skip
+    if distill_augment and not distill_from:
+        raise InvalidInput("--distill-augment adds texts with only a teacher's soft label: give --distill-from too")
     foreign = foreign_fields(method, tuner_flags)
     if foreign:
         raise InvalidInput(foreign_message(method, *next(iter(foreign.items()))))

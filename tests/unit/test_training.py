@@ -514,6 +514,20 @@ def test_augmenting_without_a_teacher_is_refused(tmp_path: Path) -> None:
         TrainConfig(out=tmp_path, distill_augment=2)
 
 
+def test_the_augment_flag_without_a_teacher_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from sigstream import cli
+
+    monkeypatch.setattr("sys.argv", ["sigstream", "train", "--out", str(tmp_path / "a"), "--distill-augment", "2"])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: --distill-augment adds texts with only a teacher's soft label: give --distill-from too\n"
+    )
+
+
 def test_augmented_variants_are_seeded_shorter_in_order_and_never_the_source() -> None:
     from sigstream.modes.train.augment import augmented_texts
 
