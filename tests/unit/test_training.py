@@ -451,7 +451,7 @@ def test_distilling_from_a_trained_adapter_over_unlabelled_text_trains_a_student
     assert json.loads((tmp_path / "student" / "training_config.json").read_text())["config"]["distill_from"]
 
 
-def test_teacher_probabilities_are_cached_per_teacher_and_texts(
+def test_teacher_probabilities_are_cached_per_teacher_and_text(
     trained_lora: tuple[Path, object], tiny_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sigstream.modes.train import trainer
@@ -460,28 +460,55 @@ def test_teacher_probabilities_are_cached_per_teacher_and_texts(
     teacher, _ = trained_lora
     texts = ["Acme profit rose sharply", "Kone cut to sell", "the meeting is on Tuesday"]
     cfg = tiny_config("lora", tiny_csv, tmp_path / "student", distill_from=str(teacher))
-    scored: list[int] = []
+    scored: list[list[str]] = []
     real = TransformersSentimentModel.optimized
 
-    def counting(settings: object) -> TransformersSentimentModel:
-        scored.append(1)
-        return real(settings)
+    def counting(settings: object) -> object:
+        model = real(settings)
+
+        class Counted:
+            description = model.description
+
+            def predict_proba(self, batch: list[str]) -> list[tuple[float, float, float]]:
+                scored.append(list(batch))
+                return model.predict_proba(batch)
+
+        return Counted()
 
     monkeypatch.setattr(TransformersSentimentModel, "optimized", staticmethod(counting))
     first = trainer.distill_targets(cfg, texts)
     again = trainer.distill_targets(cfg.model_copy(update={"distill_temperature": 1.0}), texts)
-    assert len(scored) == 1, "the same teacher over the same texts is scored once"
+    assert scored == [texts], "the same teacher over the same texts is scored once"
     # The cache holds probabilities: another temperature re-tempers them exactly.
     settings = trainer.teacher_settings(cfg, str(teacher))
-    raw = trainer.orjson.loads(trainer.teacher_probs_path(settings, texts).read_bytes())
+    cached = trainer.orjson.loads(trainer.teacher_probs_path(settings).read_bytes())
+    raw = [cached[text] for text in texts]
     assert again == [trainer.softmax([math.log(p) for p in row], 1.0) for row in raw]
     assert first == [trainer.softmax([math.log(p) for p in row], cfg.distill_temperature) for row in raw]
-    trainer.distill_targets(cfg, [*texts, "one more"])
-    assert len(scored) == 2, "other texts miss the cache"
+    more = trainer.distill_targets(cfg, ["one more", *texts, "one more"])
+    assert scored[1:] == [["one more"]], "only the texts no earlier run scored are scored, each once"
+    assert more[1:4] == first and more[0] == more[4]
+    # Scores are per text, so a text scored alone must equal it scored among others (batch invariance).
+    alone = trainer.teacher_probs(settings.model_copy(update={"batch_size": 1}), ["Kone cut to sell"])
+    assert alone == [cached["Kone cut to sell"]]
     weights = next(teacher.glob("*.safetensors"))
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1))
     assert trainer.distill_targets(cfg, texts) == first
-    assert len(scored) == 3, "a retrained teacher (its files changed) misses the cache"
+    assert scored[-1] == texts, "a retrained teacher (its files changed) misses the cache"
+
+
+def test_a_teacher_that_auto_would_quantize_to_int8_is_scored_in_fp32(
+    trained_lora: tuple[Path, object], tiny_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # INT8 dynamic scores a text differently with other batch mates, which a per-text cache cannot hold.
+    from sigstream.modes.train import trainer
+
+    teacher, _ = trained_lora
+    cfg = tiny_config("lora", tiny_csv, tmp_path / "student", distill_from=str(teacher))
+    monkeypatch.setattr(trainer.client, "resolve_quantize", lambda quantize, *_args: "int8-dynamic")
+    assert trainer.teacher_settings(cfg, str(teacher)).quantize == "none"
+    monkeypatch.setattr(trainer.client, "resolve_quantize", lambda quantize, *_args: "none")
+    assert trainer.teacher_settings(cfg, str(teacher)).quantize == "auto"
 
 
 def test_an_ensemble_of_teachers_teaches_the_mean_of_their_probabilities(

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 import resource
 import shutil
@@ -276,18 +277,29 @@ def training_objective(
 
 
 def teacher_settings(cfg: TrainConfig, teacher: str) -> Any:
-    """Serving settings of ``teacher``, one of ``cfg.distill_from`` (its raw logits: calibration off)."""
+    """Serving settings of ``teacher``, one of ``cfg.distill_from`` (its raw logits: calibration off).
+
+    Its probabilities are cached per text (:func:`teacher_probs`), so a text's score must not depend on the texts it
+    was batched with. Every serving choice but INT8 dynamic guarantees that (docs/model.md, "Batch invariance"); where
+    ``quantize=auto`` would pick INT8 (a MiniLM teacher on a CPU without native bf16), the teacher runs exact fp32.
+    """
     from adapters.model import ModelSettings
 
     if teacher == "teacher":
-        return ModelSettings(base="teacher", calibrate=False)
-    path = Path(teacher)
-    if not path.is_dir():
-        raise InvalidInput(f"--distill-from {teacher}: not a directory (an adapter, a full model, or 'teacher')")
-    if (path / "adapter_config.json").is_file():
-        extra = {"base": cfg.distill_base} if cfg.distill_base else {}
-        return ModelSettings(adapter=str(path), calibrate=False, **extra)
-    return ModelSettings(base=str(path), adapter=None, calibrate=False)
+        settings = ModelSettings(base="teacher", calibrate=False)
+    else:
+        path = Path(teacher)
+        if not path.is_dir():
+            raise InvalidInput(f"--distill-from {teacher}: not a directory (an adapter, a full model, or 'teacher')")
+        if (path / "adapter_config.json").is_file():
+            extra = {"base": cfg.distill_base} if cfg.distill_base else {}
+            settings = ModelSettings(adapter=str(path), calibrate=False, **extra)
+        else:
+            settings = ModelSettings(base=str(path), adapter=None, calibrate=False)
+    device = client.resolve_device(settings.device)
+    if client.resolve_quantize(settings.quantize, device, settings.adapter, settings.base) == "int8-dynamic":
+        settings = settings.model_copy(update={"quantize": "none"})
+    return settings
 
 
 def distill_targets(cfg: TrainConfig, texts: Sequence[str]) -> list[list[float]]:
@@ -302,32 +314,42 @@ def distill_targets(cfg: TrainConfig, texts: Sequence[str]) -> list[list[float]]
 
 
 def teacher_probs(settings: Any, texts: Sequence[str]) -> list[list[float]]:
-    """One teacher's probabilities of ``texts``, scored once through the serving path before the student's first
-    step. They are kept in the cache (``teacher_cache()/distill``), keyed by the teacher's files, serving settings
-    and the texts, so that another student of the same teacher over the same texts (a different temperature, alpha
-    or recipe) does not score them again.
+    """One teacher's probabilities of ``texts``, scored through the serving path before the student's first step.
+
+    They are cached per text (``teacher_cache()/distill/<teacher>.json``, a map text -> probabilities, the teacher
+    keyed by its files and serving settings), so another student of the same teacher scores only the texts no
+    earlier student had: a different temperature or alpha scores none, ``--distill-augment`` only its variants.
     """
-    cached = teacher_probs_path(settings, texts)
-    if cached.is_file():
-        probs = orjson.loads(cached.read_bytes())
-        log.info("teacher probabilities of %d texts from %s", len(texts), cached)
-    else:
+    cached = teacher_probs_path(settings)
+    known = read_teacher_cache(cached)
+    missing = list(dict.fromkeys(text for text in texts if text not in known))
+    if missing:
         from adapters.model import TransformersSentimentModel
 
         teacher = TransformersSentimentModel.optimized(settings)
         started = time.perf_counter()
-        probs = teacher.predict_proba(list(texts))
-        log.info("teacher %s: %d texts in %.0f s", teacher.description, len(texts), time.perf_counter() - started)
+        scored = teacher.predict_proba(missing)
+        log.info("teacher %s: %d texts in %.0f s", teacher.description, len(missing), time.perf_counter() - started)
+        # Another student of the same teacher may have added texts meanwhile: merge with what is there now.
+        known = {**read_teacher_cache(cached), **{text: list(row) for text, row in zip(missing, scored, strict=True)}}
         cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(".partial")
-        partial.write_bytes(orjson.dumps(probs))
+        partial = cached.with_suffix(f".{os.getpid()}.partial")
+        partial.write_bytes(orjson.dumps(known))
         partial.replace(cached)  # a killed run leaves no half-written cache entry
-    return probs
+    log.info("teacher probabilities: %d of %d texts from %s", len(texts) - len(missing), len(texts), cached)
+    return [list(known[text]) for text in texts]
 
 
-def teacher_probs_path(settings: Any, texts: Sequence[str]) -> Path:
-    """Where the teacher's probabilities of ``texts`` are cached: a digest of every file of the teacher's model
-    directories (name, size, mtime), its serving settings and the texts, so retraining the teacher misses."""
+def read_teacher_cache(path: Path) -> dict[str, list[float]]:
+    if not path.is_file():
+        return {}
+    cached: dict[str, list[float]] = orjson.loads(path.read_bytes())
+    return cached
+
+
+def teacher_probs_path(settings: Any) -> Path:
+    """Where one teacher's probabilities are cached: a digest of every file of the teacher's model directories
+    (name, size, mtime) and its serving settings, so retraining the teacher misses."""
     from adapters.model.teacher import resolve_base, teacher_cache
 
     digest = hashlib.sha256(settings.model_dump_json().encode())
@@ -339,8 +361,6 @@ def teacher_probs_path(settings: Any, texts: Sequence[str]) -> Path:
         for file in sorted(f for f in directory.rglob("*") if f.is_file() and "checkpoint" not in f.parts):
             stat = file.stat()
             digest.update(f"{file.relative_to(directory)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    for text in texts:
-        digest.update(text.encode() + b"\x00")
     return teacher_cache() / "distill" / f"{digest.hexdigest()[:32]}.json"
 
 
