@@ -384,6 +384,36 @@ def test_train_defaults_are_the_recipe_of_the_shipped_adapter(monkeypatch: pytes
     assert_shipped_recipe(seen[0])
 
 
+def test_the_make_recipes_parse_into_the_configs_the_docs_describe(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # make train-teacher / train-distilled only run for half an hour or more: a typo in their flags must fail here.
+    from typer.testing import CliRunner
+
+    import sigstream.modes.train.trainer as trainer
+    from sigstream.cli import app
+    from sigstream.commands.train import DISTILLED_ADAPTER_ARGS, TEACHER_ARGS
+
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr(trainer, "train", seen.append)
+    for args in (TEACHER_ARGS, DISTILLED_ADAPTER_ARGS):
+        before = len(seen)
+        result = CliRunner().invoke(app, ["train", *args, "--out", str(tmp_path / "run")])
+        assert len(seen) == before + 1, result.output  # the flags parsed into a config that reached train()
+    teacher, student = seen
+    assert (teacher.method, teacher.base, teacher.epochs, teacher.lr, teacher.autocast) == (
+        "full",
+        "mpnet",
+        3,
+        5e-5,
+        "bf16",
+    )
+    assert (student.method, student.epochs, student.distill_alpha, student.distill_temperature) == ("lora", 5, 0.8, 2.0)
+    assert student.distill_from == ["teacher"] and student.unlabelled == ["cryptonews"] and student.distill_augment == 0
+    for cfg in seen:  # the held-out splits the docs report are never trained on
+        assert cfg.data == ["fpb:50:train", "tfns:train"] and cfg.eval_data == ["fpb:50:test", "tfns:test"]
+
+
 def test_save_steps_checkpoints_between_evaluations(
     tiny_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
