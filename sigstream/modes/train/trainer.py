@@ -306,7 +306,7 @@ def distill_targets(cfg: TrainConfig, texts: Sequence[str]) -> list[list[float]]
     """The teacher's soft labels ``softmax(log p / T)`` per text, in label order (bearish, neutral, bullish).
 
     ``log p`` is the logits up to a per-row constant, which softmax ignores. With several teachers, ``p`` is the
-    mean of their probabilities (an ensemble teaches better than each member).
+    mean of their probabilities (here t1 + t2 scored no better than t1 alone: docs/model.md).
     """
     members = [teacher_probs(teacher_settings(cfg, teacher), texts) for teacher in cfg.distill_from]
     probs = [[sum(column) / len(members) for column in zip(*rows, strict=True)] for rows in zip(*members, strict=True)]
