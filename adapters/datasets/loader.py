@@ -284,32 +284,39 @@ def load_spec(spec: str, settings: DatasetSettings | None = None) -> LabelledSet
             return load_csv(path, path.name)
 
 
+# The unlabelled crypto news specs and the column each reads: the headlines, or the one- or two-sentence summaries
+# (the `text` column), which are written like FPB's sentences from financial news.
+CRYPTONEWS_COLUMNS = {"cryptonews": "title", "cryptonews-text": "text"}
+
+
 def load_unlabelled(spec: str, settings: DatasetSettings | None = None) -> list[str]:
     """In-domain texts without labels, for distillation: ``cryptonews[:PATH]`` (the shared crypto headlines,
-    ``;``-separated, column ``title``), or any labelled spec with its labels dropped.
+    ``;``-separated, column ``title``), ``cryptonews-text[:PATH]`` (the same file's summaries, column ``text``), or
+    any labelled spec with its labels dropped.
 
     Raises:
-        InvalidInput: unknown spec or missing file.
+        InvalidInput: unknown spec, missing file or missing column.
     """
     settings = settings or DatasetSettings()
     head, _, rest = spec.partition(":")
-    if head.lower() != "cryptonews":
+    column = CRYPTONEWS_COLUMNS.get(head.lower())
+    if column is None:
         return load_spec(spec, settings).texts
     path = Path(rest) if rest else settings.data_dir / CRYPTONEWS_FILE
     if not path.is_file():
         raise InvalidInput(f"dataset file not found: {path}")
     reader = csv.DictReader(io.StringIO(read_text_file(path), newline=""), delimiter=";")
-    if reader.fieldnames is None or "title" not in reader.fieldnames:
-        raise InvalidInput(f"{path}: needs a ';'-separated header with a 'title' column")
+    if reader.fieldnames is None or column not in reader.fieldnames:
+        raise InvalidInput(f"{path}: needs a ';'-separated header with a {column!r} column")
     texts: list[str] = []
     empty = 0
     for row in reader:
         try:
-            texts.append(parse_text(row.get("title") or ""))
+            texts.append(parse_text(row.get(column) or ""))
         except InvalidInput:
-            empty += 1  # an empty headline has nothing to teach; counted and logged below
+            empty += 1  # an empty headline or summary has nothing to teach; counted and logged below
     if empty:
-        log.warning("%s: %d rows without a usable title skipped", path, empty)
+        log.warning("%s: %d rows without a usable %s skipped", path, empty, column)
     return texts
 
 

@@ -112,7 +112,10 @@ def train_command(
     distill_temperature: float = typer.Option(2.0, "--distill-temperature", help="Distillation temperature."),
     distill_alpha: float = typer.Option(0.5, "--distill-alpha", help="Weight of the KL term (1-alpha: CE)."),
     unlabelled: list[str] = typer.Option(
-        [], "--unlabelled", help="Unlabelled distillation texts (repeatable): cryptonews, or a spec (labels dropped)."
+        [],
+        "--unlabelled",
+        help="Unlabelled distillation texts (repeatable): cryptonews (headlines), cryptonews-text (summaries), "
+        "or a spec (labels dropped).",
     ),
     distill_augment: int = typer.Option(
         0,

@@ -228,3 +228,43 @@ def test_time_split_never_trains_on_a_text_it_holds_out() -> None:
     train, test = time_split(examples, 0.2)
     assert [e.text for e in test] == ["A up"]
     assert [e.text for e in train] == ["B down", "C flat", "D flat"]
+
+
+CRYPTONEWS_HEAD = "date;sentiment;source;subject;text;title;url\n"
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("cryptonews", ["Bitcoin tops USD 20K", "Ether slides"]),
+        ("cryptonews-text", ["Bitcoin climbed above USD 20,000; Ether rose 9%.", "Miners sold; fees fell."]),
+    ],
+)
+def test_cryptonews_specs_read_their_own_column_and_count_empty_rows(
+    tmp_path: Path, spec: str, expected: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from adapters.datasets.loader import load_unlabelled
+
+    news = tmp_path / "news"
+    news.mkdir()
+    (news / "cryptonews.csv").write_text(
+        CRYPTONEWS_HEAD
+        + '1-7-2022 10:00;neutral;CT;bitcoin;"Bitcoin climbed above USD 20,000; Ether rose 9%.";'
+        + "Bitcoin tops USD 20K;u1\n"
+        + '1-7-2022 11:00;neutral;CT;ethereum;"Miners sold; fees fell.";Ether slides;u2\n'
+        + "1-7-2022 12:00;neutral;CT;ethereum; ; ;u3\n"
+    )
+    with caplog.at_level("WARNING"):
+        texts = load_unlabelled(spec, DatasetSettings(data_dir=tmp_path))
+    assert texts == expected
+    assert "1 rows without a usable" in caplog.text
+
+
+def test_a_cryptonews_file_without_the_specs_column_is_invalid_input(tmp_path: Path) -> None:
+    from adapters.datasets.loader import load_unlabelled
+
+    headlines_only = tmp_path / "headlines.csv"
+    headlines_only.write_text("date;title\n1-7-2022 10:00;Bitcoin tops USD 20K\n")
+    assert load_unlabelled(f"cryptonews:{headlines_only}") == ["Bitcoin tops USD 20K"]
+    with pytest.raises(InvalidInput, match="'text' column"):
+        load_unlabelled(f"cryptonews-text:{headlines_only}")

@@ -100,7 +100,8 @@ class TrainConfig(BaseModel):
     )
     unlabelled: list[str] = Field(
         default_factory=list,
-        description="Unlabelled in-domain specs for distillation (cryptonews, or labelled specs with labels dropped).",
+        description="Unlabelled in-domain specs for distillation: cryptonews, cryptonews-text, or labelled specs "
+        "without their labels.",
     )
     distill_augment: int = Field(
         0,
