@@ -20,7 +20,6 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
-import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.model.teacher import teacher_cache
 from engine.errors import InvalidInput
 from engine.events import FEATURE_NAMES, Bar, Features, Interval, NewsItem
 from engine.features import FeatureCalculator
@@ -155,8 +155,8 @@ class TextEmbedder(Protocol):
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "sigstream"
+    """The model adapter's one cache root (``$SIGSTREAM_CACHE``, else the XDG rule), shared with the teacher."""
+    return teacher_cache()
 
 
 def _text_key(text: str) -> str:

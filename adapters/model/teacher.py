@@ -39,9 +39,12 @@ BASE_WORDS = ("mpnet", "teacher")
 
 
 def teacher_cache() -> Path:
-    """Where the teacher lives: ``$SIGSTREAM_CACHE``, else ``~/.cache/sigstream`` (never inside the repository)."""
-    env = os.environ.get("SIGSTREAM_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "sigstream"
+    """sigstream's cache root, where the teacher, the distillation targets and the embeddings live (never inside the
+    repository): ``$SIGSTREAM_CACHE``, else ``$XDG_CACHE_HOME/sigstream``, else ``~/.cache/sigstream``. The Kafka
+    adapter's ``default_cache_dir`` follows the same rule, so one variable moves every cache."""
+    if os.environ.get("SIGSTREAM_CACHE"):
+        return Path(os.environ["SIGSTREAM_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sigstream"
 
 
 def pretrained_dir() -> Path:

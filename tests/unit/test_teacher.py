@@ -82,3 +82,28 @@ def test_base_words_name_the_cached_models_and_say_how_to_get_them(
 
     over = with_overrides(load_settings(), flag("--base", "teacher", "model.base")).model  # as `eval --base teacher`
     assert over.base == str(tmp_path / "sentiment") and over.adapter is None
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"SIGSTREAM_CACHE": "sc", "XDG_CACHE_HOME": "xdg"}, "sc"),  # the explicit variable wins
+        ({"XDG_CACHE_HOME": "xdg"}, "xdg/sigstream"),
+        ({}, "home/.cache/sigstream"),
+    ],
+)
+def test_every_cache_follows_one_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
+) -> None:
+    from adapters.kafka.config import default_cache_dir as kafka_cache
+    from adapters.model.direction import default_cache_dir as embeddings_cache
+
+    monkeypatch.delenv("SIGSTREAM_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(tmp_path / value))
+    # The teacher, the distillation targets, the embeddings and faust's state all move with one variable.
+    assert teacher.teacher_cache() == tmp_path / expected
+    assert embeddings_cache() == kafka_cache() == teacher.teacher_cache()
+    assert teacher.teacher_dir() == tmp_path / expected / "sentiment"
