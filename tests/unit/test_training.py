@@ -102,6 +102,11 @@ def test_tiny_run_lowers_the_training_loss(
     stamp = json.loads((tmp_path / method / "training_config.json").read_text())
     assert stamp["sigstream_version"]
     assert stamp["config"]["method"] == method
+    import torch
+
+    # the run's float sums depend on the thread count and the library versions, so both are on record
+    assert stamp["runtime"]["torch_threads"] == torch.get_num_threads()
+    assert stamp["runtime"]["torch"] == torch.__version__ and stamp["runtime"]["peft"]
     assert not (tmp_path / method / "checkpoint").exists()
 
 

@@ -660,6 +660,25 @@ def _save_checkpoint(ckpt: Path, state: dict[str, Any]) -> None:
     tmp.replace(ckpt / STATE_FILE)  # atomic, so a kill mid-save leaves the previous checkpoint intact
 
 
+def runtime_stamp() -> dict[str, Any]:
+    """What decides a run's float sums besides the config: the library versions and torch's CPU thread count.
+
+    One CPU run repeats bit for bit at the same thread count; a different count (2 threads against 1) reorders the
+    reductions, and over thousands of steps that moved a student by 0.016 weighted F1 on FPB (docs/model.md). The
+    count is the one at the end of the run: a ``--resume`` with other ``--threads`` changes it midway.
+    """
+    import peft
+    import torch
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
 def _write_reports(
     cfg: TrainConfig, result: TrainResult, data: LabelledSet, n_train: int, n_val: int, device: str
 ) -> None:
@@ -672,6 +691,7 @@ def _write_reports(
         "n_val": n_val,
         "bad_rows": len(data.bad_rows),
         "device": device,
+        "runtime": runtime_stamp(),
     }
     (out / "training_config.json").write_text(json.dumps(stamp, indent=2) + "\n")
     metrics = {
