@@ -413,7 +413,7 @@ def test_the_make_recipes_parse_into_the_configs_the_docs_describe(
         5e-5,
         "bf16",
     )
-    assert (student.method, student.epochs, student.distill_alpha, student.distill_temperature) == ("lora", 5, 0.8, 2.0)
+    assert (student.method, student.epochs, student.distill_alpha, student.distill_temperature) == ("lora", 5, 1.0, 2.0)
     assert student.distill_from == ["teacher"] and student.unlabelled == ["cryptonews"] and student.distill_augment == 0
     for cfg in seen:  # the held-out splits the docs report are never trained on
         assert cfg.data == ["fpb:50:train", "tfns:train"] and cfg.eval_data == ["fpb:50:test", "tfns:test"]

@@ -664,8 +664,9 @@ def runtime_stamp() -> dict[str, Any]:
     """What decides a run's float sums besides the config: the library versions and torch's CPU thread count.
 
     A CPU run repeated at the same thread count gave the same validation losses to every printed digit; a different
-    count (2 threads against 1) reorders the reductions, and over thousands of steps that moved a student by 0.016 weighted F1 on FPB (docs/model.md). The
-    count is the one at the end of the run: a ``--resume`` with other ``--threads`` changes it midway.
+    count (2 threads against 1) reorders the reductions, and over thousands of steps that moved a student by 0.016
+    weighted F1 on FPB (docs/model.md). The count is the one at the end of the run: a ``--resume`` with other
+    ``--threads`` changes it midway.
     """
     import peft
     import torch
