@@ -37,7 +37,7 @@ TEACHER_ARGS: tuple[str, ...] = (
 # The distilled student: the default adapter's LoRA recipe on MiniLM, taught by the teacher over the labelled train
 # texts and the unlabelled crypto headlines (docs/model.md, "Distillation"), 5 epochs. alpha 1.0 (the teacher's soft
 # labels only, no cross-entropy on FPB's noisy hard labels): in two seeds matched against alpha 0.8 from one teacher
-# it scored the same weighted F1 (+0.004 / -0.002 on FPB, -0.001 / +0.006 on the tweets) at a lower served ECE on FPB
+# it scored the same weighted F1 (+0.004 / -0.000 on FPB, -0.001 / +0.006 on the tweets) at a lower served ECE on FPB
 # (0.043 / 0.047 against 0.060 / 0.056).
 DISTILLED_ADAPTER_ARGS: tuple[str, ...] = (
     "--method", "lora",
