@@ -14,7 +14,7 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 def default_cache_dir() -> Path:
     """``$SIGSTREAM_CACHE``, else ``$XDG_CACHE_HOME/sigstream``, else ``~/.cache/sigstream``: the model adapter's
-    ``teacher_cache`` rule, repeated because adapters never import each other."""
+    ``cache_root`` rule, repeated because adapters never import each other."""
     if os.environ.get("SIGSTREAM_CACHE"):
         return Path(os.environ["SIGSTREAM_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sigstream"

@@ -30,7 +30,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.model.teacher import teacher_cache
+from adapters.model.teacher import cache_root
 from engine.errors import InvalidInput
 from engine.events import FEATURE_NAMES, Bar, Features, Interval, NewsItem
 from engine.features import FeatureCalculator
@@ -156,7 +156,7 @@ class TextEmbedder(Protocol):
 
 def default_cache_dir() -> Path:
     """The model adapter's one cache root (``$SIGSTREAM_CACHE``, else the XDG rule), shared with the teacher."""
-    return teacher_cache()
+    return cache_root()
 
 
 def _text_key(text: str) -> str:

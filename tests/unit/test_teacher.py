@@ -104,6 +104,6 @@ def test_every_cache_follows_one_rule(
     for name, value in env.items():
         monkeypatch.setenv(name, str(tmp_path / value))
     # The teacher, the distillation targets, the embeddings and faust's state all move with one variable.
-    assert teacher.teacher_cache() == tmp_path / expected
-    assert embeddings_cache() == kafka_cache() == teacher.teacher_cache()
+    assert teacher.cache_root() == tmp_path / expected
+    assert embeddings_cache() == kafka_cache() == teacher.cache_root()
     assert teacher.teacher_dir() == tmp_path / expected / "sentiment"

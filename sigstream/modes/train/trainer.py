@@ -316,7 +316,7 @@ def distill_targets(cfg: TrainConfig, texts: Sequence[str]) -> list[list[float]]
 def teacher_probs(settings: Any, texts: Sequence[str]) -> list[list[float]]:
     """One teacher's probabilities of ``texts``, scored through the serving path before the student's first step.
 
-    They are cached per text (``teacher_cache()/distill/<teacher>.json``, a map text -> probabilities, the teacher
+    They are cached per text (``cache_root()/distill/<teacher>.json``, a map text -> probabilities, the teacher
     keyed by its files and serving settings), so another student of the same teacher scores only the texts no
     earlier student had: a different temperature or alpha scores none, ``--distill-augment`` only its variants.
     """
@@ -350,7 +350,7 @@ def read_teacher_cache(path: Path) -> dict[str, list[float]]:
 def teacher_probs_path(settings: Any) -> Path:
     """Where one teacher's probabilities are cached: a digest of every file of the teacher's model directories
     (name, size, mtime) and its serving settings, so retraining the teacher misses."""
-    from adapters.model.teacher import resolve_base, teacher_cache
+    from adapters.model.teacher import cache_root, resolve_base
 
     digest = hashlib.sha256(settings.model_dump_json().encode())
     for name in (settings.base, settings.adapter):
@@ -361,7 +361,7 @@ def teacher_probs_path(settings: Any) -> Path:
         for file in sorted(f for f in directory.rglob("*") if f.is_file() and "checkpoint" not in f.parts):
             stat = file.stat()
             digest.update(f"{file.relative_to(directory)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return teacher_cache() / "distill" / f"{digest.hexdigest()[:32]}.json"
+    return cache_root() / "distill" / f"{digest.hexdigest()[:32]}.json"
 
 
 def unlabelled_texts(cfg: TrainConfig, train_ex: Sequence[Example], val_ex: Sequence[Example]) -> list[str]:
